@@ -1,0 +1,25 @@
+"""hmmlib: the companion package of *hmmbook*.
+
+HMMs and exact inference, presets, and (in later chapters) the transformer,
+pretraining and head/prompt/prefix tuning. Notation: ``book/notation.md``.
+"""
+from .hmm import HMM, to_hmmlearn_params
+from .generators import paper_hmm, dirichlet_hmm
+from .sampling import sample
+from .inference import (
+    check_tokens,
+    forward,
+    backward,
+    log_likelihood,
+    posterior_marginals,
+    posterior_h0,
+    masked_conditional,
+    masked_token_conditionals,
+    next_token_conditionals,
+    entropy,
+    viterbi,
+)
+from .presets import Preset, get_preset, PRESET_ENV
+from .device import default_device
+
+__version__ = "0.1.0"
