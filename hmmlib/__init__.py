@@ -23,3 +23,7 @@ from .presets import Preset, get_preset, PRESET_ENV
 from .device import default_device
 
 __version__ = "0.1.0"
+from .transformer import Transformer, TransformerConfig, ModelOutput
+from .pretrain import TrainConfig, Pretrained, pretrain, evaluate, load_pretrained
+from .checkpoint import save_checkpoint, load_checkpoint
+from .cache import pretrained_model, cache_dir

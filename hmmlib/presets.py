@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "Preset", "get_preset"]
+__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "PretrainSizes", "Preset", "get_preset"]
 
 PRESET_ENV = "HMMBOOK_PRESET"
 PRESET_NAMES = ("ci", "default", "paper")
@@ -38,11 +38,59 @@ class HMMChapterSizes:
 
 
 @dataclass(frozen=True)
+class PretrainSizes:
+    """Sizes for chapter 2 (pretraining); :meth:`model_config` and :meth:`train_config` build the configs.
+
+    Attributes mirror :class:`hmmlib.transformer.TransformerConfig` and
+    :class:`hmmlib.pretrain.TrainConfig`; ``num_states_sweep`` lists the HMM sizes compared.
+    """
+
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_mlp: int | None
+    dropout: float
+    seq_len: int
+    batch_size: int
+    num_steps: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    mlm_probability: float
+    corpus_tokens: int | None
+    doc_len: int | None
+    eval_every: int
+    eval_num_seqs: int
+    num_states_sweep: tuple[int, ...]
+
+    def model_config(self, num_symbols: int, causal: bool = False):
+        from .transformer import TransformerConfig
+
+        return TransformerConfig(
+            num_symbols=num_symbols, d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
+            d_mlp=self.d_mlp, max_len=self.seq_len + 64, dropout=self.dropout, causal=causal,
+        )
+
+    def train_config(self, objective: str = "mlm", seed: int = 0, **overrides):
+        from .pretrain import TrainConfig
+
+        kw = dict(
+            objective=objective, num_steps=self.num_steps, batch_size=self.batch_size, seq_len=self.seq_len,
+            lr=self.lr, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
+            mlm_probability=self.mlm_probability, corpus_tokens=self.corpus_tokens, doc_len=self.doc_len,
+            eval_every=self.eval_every, eval_num_seqs=self.eval_num_seqs, seed=seed,
+        )
+        kw.update(overrides)
+        return TrainConfig(**kw)
+
+
+@dataclass(frozen=True)
 class Preset:
     """All sizes for one preset; one field per chapter."""
 
     name: str
     hmms: HMMChapterSizes
+    pretrain: PretrainSizes
 
     def __str__(self) -> str:
         parts = []
@@ -62,6 +110,11 @@ _PRESETS: dict[str, Preset] = {
             num_states=10, num_symbols=10, num_seqs=200, seq_len=64,
             sharpening_lengths=(1, 2, 4, 8, 16, 32), num_checks=5,
         ),
+        pretrain=PretrainSizes(
+            d_model=32, num_layers=2, num_heads=2, d_mlp=None, dropout=0.0, seq_len=32, batch_size=32,
+            num_steps=150, lr=3e-3, warmup_steps=15, weight_decay=0.01, mlm_probability=0.15,
+            corpus_tokens=None, doc_len=None, eval_every=50, eval_num_seqs=128, num_states_sweep=(4, 10),
+        ),
     ),
     "default": Preset(
         name="default",
@@ -69,12 +122,25 @@ _PRESETS: dict[str, Preset] = {
             num_states=10, num_symbols=10, num_seqs=2000, seq_len=128,
             sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=20,
         ),
+        pretrain=PretrainSizes(
+            d_model=96, num_layers=3, num_heads=4, d_mlp=None, dropout=0.0, seq_len=64, batch_size=64,
+            num_steps=1200, lr=2e-3, warmup_steps=100, weight_decay=0.01, mlm_probability=0.15,
+            corpus_tokens=None, doc_len=None, eval_every=100, eval_num_seqs=512, num_states_sweep=(4, 10, 30),
+        ),
     ),
     "paper": Preset(
         name="paper",
         hmms=HMMChapterSizes(
             num_states=10, num_symbols=10, num_seqs=10000, seq_len=128,
             sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=50,
+        ),
+        # The paper's run as actually executed (BERT-base size; wei2021.md section 4.5):
+        # 51.2 M tokens = 5,000 documents of 10,240 tokens in 512-token blocks, 3 epochs of batch 8.
+        pretrain=PretrainSizes(
+            d_model=768, num_layers=12, num_heads=12, d_mlp=3072, dropout=0.1, seq_len=512, batch_size=8,
+            num_steps=37500, lr=1e-5, warmup_steps=1000, weight_decay=0.0, mlm_probability=0.05,
+            corpus_tokens=51_200_000, doc_len=10240, eval_every=500, eval_num_seqs=1024,
+            num_states_sweep=(4, 8, 10, 12, 15, 25, 30),
         ),
     ),
 }

@@ -1,0 +1,89 @@
+"""A cache of pretrained models, keyed by everything that determines them.
+
+The key hashes the HMM's parameters (so any generator, seed or hand-made HMM is covered),
+the model and training configs, the preset's name and hmmlib's version. One call returns
+the cached checkpoint or trains and stores it; later chapters and repeated book builds reuse
+the model instead of retraining.
+
+The folder is ``$HMMBOOK_CACHE`` if set, else ``.cache/models`` in the project (a folder git
+ignores) when hmmlib runs from a checkout, else ``~/.cache/hmmbook/models``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .hmm import HMM
+from .pretrain import Pretrained, TrainConfig, load_pretrained, pretrain
+from .transformer import TransformerConfig
+
+__all__ = ["CACHE_ENV", "cache_dir", "model_key", "pretrained_model"]
+
+CACHE_ENV = "HMMBOOK_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where cached models live (see the module docstring)."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "hmmlib").is_dir():
+        return root / ".cache" / "models"
+    return Path.home() / ".cache" / "hmmbook" / "models"
+
+
+def _hmm_digest(hmm: HMM) -> str:
+    h = hashlib.sha256()
+    for t in (hmm.pi, hmm.A, hmm.W):
+        a = t.detach().to("cpu", torch.float64).contiguous()
+        h.update(str(tuple(a.shape)).encode())
+        h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_key(hmm: HMM, model_cfg: TransformerConfig, train_cfg: TrainConfig, preset: str | None = None) -> dict:
+    """Everything that determines a pretrained model, as a JSON-able dict."""
+    from . import __version__
+
+    return {
+        "hmm_sha256": _hmm_digest(hmm),
+        "model_cfg": model_cfg.to_dict(),
+        "train_cfg": train_cfg.to_dict(),
+        "preset": preset,
+        "hmmlib_version": __version__,
+    }
+
+
+def pretrained_model(
+    hmm: HMM,
+    model_cfg: TransformerConfig,
+    train_cfg: TrainConfig,
+    *,
+    preset: str | None = None,
+    cache: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> Pretrained:
+    """Return the cached model for these inputs, training and caching it first if needed.
+
+    A corrupt cache entry is reported with a warning and replaced by a fresh training run.
+    """
+    key = model_key(hmm, model_cfg, train_cfg, preset)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    folder = Path(cache) if cache is not None else cache_dir()
+    path = folder / f"{digest}.pt"
+    if path.exists() and not retrain:
+        try:
+            return load_pretrained(path, device)
+        except ValueError as e:
+            warnings.warn(f"discarding a corrupt cached model ({e}); retraining.", stacklevel=2)
+    result = pretrain(hmm, model_cfg, train_cfg, device=device, checkpoint_path=path, progress=progress)
+    (folder / f"{digest}.json").write_text(json.dumps(key, indent=2, sort_keys=True))
+    return result
