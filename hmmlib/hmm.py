@@ -33,6 +33,8 @@ def column_tolerance(dtype: torch.dtype) -> float:
 def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value
+    elif isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64):
+        t = torch.as_tensor(value)
     else:
         try:
             t = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -47,7 +49,7 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     return t
 
 
-def _check_distribution_columns(name: str, t: torch.Tensor, axis_name: str) -> None:
+def _check_distribution_columns(name: str, t: torch.Tensor, axis_name: str, tol: float) -> None:
     """Finite, non-negative, columns summing to 1 (for 1-D: the vector sums to 1)."""
     bad = ~torch.isfinite(t)
     if bad.any():
@@ -61,15 +63,15 @@ def _check_distribution_columns(name: str, t: torch.Tensor, axis_name: str) -> N
         )
     sums = t.sum(0)
     dev = (sums - 1).abs()
-    tol = column_tolerance(t.dtype)
     if (dev > tol).any():
         if t.dim() == 1:
             raise ValueError(
-                f"{name} sums to {sums.item():.6g}, not 1; normalise it: {name} / {name}.sum()."
+                f"{name} sums to {sums.item():.12g}, not 1 (off by {dev.item():.2g}, tolerance {tol:g}); "
+                f"normalise it: {name} / {name}.sum()."
             )
         j = int(dev.argmax())
         raise ValueError(
-            f"column {j} of {name} sums to {sums[j].item():.6g}, not 1 (tolerance {tol:g}); "
+            f"column {j} of {name} sums to {sums[j].item():.12g}, not 1 (off by {dev[j].item():.2g}, tolerance {tol:g}); "
             f"{name} must be column-stochastic ({axis_name}); normalise with {name} / {name}.sum(0). "
             "If you have hmmlearn's row-stochastic matrix, use HMM.from_hmmlearn_params."
         )
@@ -110,13 +112,15 @@ class HMM:
                 "If you have hmmlearn's (num_states, num_symbols) emissionprob_, pass its transpose."
             )
         dtype = torch.promote_types(torch.promote_types(pi.dtype, A.dtype), W.dtype)
+        # the tolerance follows the least precise input: float32 rounding survives a cast to float64
+        tol = max(column_tolerance(t.dtype) for t in (pi, A, W))
         devices = {pi.device, A.device, W.device}
         if len(devices) > 1:
             raise ValueError(f"pi, A and W are on different devices {sorted(map(str, devices))}; move them to one.")
         pi, A, W = (t.to(dtype).contiguous() for t in (pi, A, W))
-        _check_distribution_columns("pi", pi, "")
-        _check_distribution_columns("A", A, "A[h_next, h] = P(H_{t+1}=h_next | H_t=h)")
-        _check_distribution_columns("W", W, "W[x, h] = P(X_t=x | H_t=h)")
+        _check_distribution_columns("pi", pi, "", tol)
+        _check_distribution_columns("A", A, "A[h_next, h] = P(H_{t+1}=h_next | H_t=h)", tol)
+        _check_distribution_columns("W", W, "W[x, h] = P(X_t=x | H_t=h)", tol)
         object.__setattr__(self, "pi", pi)
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "W", W)
@@ -139,9 +143,18 @@ class HMM:
         return self.pi.device
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "HMM":
-        """A copy on another device and/or dtype (float32 or float64)."""
+        """A copy on another device and/or dtype (float32 or float64), values unchanged.
+
+        The parameters were validated when this HMM was built, so the copy is not re-validated
+        (float32 rounding would otherwise fail float64's tighter tolerance).
+        """
+        if dtype is not None and dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
         kw = {"device": device, "dtype": dtype}
-        return HMM(self.pi.to(**kw), self.A.to(**kw), self.W.to(**kw))
+        copy = object.__new__(HMM)
+        for name in ("pi", "A", "W"):
+            object.__setattr__(copy, name, getattr(self, name).to(**kw).contiguous())
+        return copy
 
     def stationary(self) -> torch.Tensor:
         """A stationary distribution ``s`` with ``A s = s`` (eigenvector of eigenvalue 1)."""
@@ -184,7 +197,11 @@ class HMM:
 def to_hmmlearn_params(hmm: HMM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """hmmlearn's row-stochastic ``(startprob_, transmat_, emissionprob_)`` as float64 numpy arrays.
 
-    ``transmat_ = A.T`` and ``emissionprob_ = W.T``.
+    ``transmat_ = A.T`` and ``emissionprob_ = W.T``. A float32 HMM is renormalised after the
+    cast to float64, so the arrays are stochastic to float64 precision (as hmmlearn and
+    :meth:`HMM.from_hmmlearn_params` expect); a float64 HMM is copied exactly.
     """
     pi, A, W = (t.detach().cpu().double().numpy() for t in (hmm.pi, hmm.A, hmm.W))
+    if hmm.dtype != torch.float64:
+        pi, A, W = pi / pi.sum(), A / A.sum(0), W / W.sum(0)
     return pi.copy(), np.ascontiguousarray(A.T), np.ascontiguousarray(W.T)

@@ -16,13 +16,6 @@ from hmmlib.presets import PRESET_ENV, PRESET_NAMES
 
 F64 = torch.float64
 
-PARAM_MISMATCH_REASON = (
-    "hmmlib bug (hmm.py, HMM.__post_init__/_check_distribution_columns): the column-sum "
-    "tolerance is chosen from the *promoted* dtype, so parameters normalised in float32 are "
-    "rejected once converted to float64 (tolerance 1e-9 < float32 rounding ~1e-7): "
-    "ValueError 'pi sums to 1, not 1'"
-)
-
 
 def _equal_hmms(a: HMM, b: HMM) -> bool:
     return all(torch.equal(x, y) for x, y in ((a.pi, b.pi), (a.A, b.A), (a.W, b.W)))
@@ -70,7 +63,6 @@ def test_stationary_distribution():
     torch.testing.assert_close(paper.stationary(), torch.full((5,), 0.2, dtype=F64), atol=1e-10, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=PARAM_MISMATCH_REASON + " -- here via HMM.to(dtype=torch.float64)")
 def test_float32_hmm_can_be_converted_to_float64():
     h32 = hmmlib.paper_hmm(10, 10, seed=0, dtype=torch.float32)
     h64 = h32.to(dtype=torch.float64)
@@ -78,7 +70,6 @@ def test_float32_hmm_can_be_converted_to_float64():
     assert torch.equal(h64.A, h32.A.double())
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=PARAM_MISMATCH_REASON + " -- here via float32 numpy arrays")
 def test_hmm_accepts_float32_numpy_parameters():
     rng = np.random.default_rng(0)
     pi = rng.random(10).astype(np.float32)
