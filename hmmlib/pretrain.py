@@ -134,7 +134,11 @@ def causal_inputs(tokens: torch.Tensor, model_cfg: TransformerConfig) -> torch.T
 
 # --------------------------------------------------------------------------- evaluation
 def _compare(p_exact: torch.Tensor, q_model: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """Mean TV, KL(exact || model), model loss, Bayes loss and excess loss over rows."""
+    """Mean TV, KL(exact || model), model loss, Bayes loss and excess loss over rows.
+
+    ``q_model`` may be a single row (e.g. a unigram distribution) broadcast against all rows.
+    """
+    q_model = q_model.expand_as(p_exact)
     p, q = p_exact.double(), q_model.double().clamp_min(1e-12)
     idx = target.unsqueeze(-1)
     model_loss = -q.gather(-1, idx).log().mean()
@@ -159,7 +163,8 @@ def evaluate(model: Transformer, hmm: HMM, num_seqs: int, seq_len: int, *, seed:
     * causal: every position, against ``P(X_t | x_{0:t-1})``.
 
     Returns TV distance, KL(exact || model), the model's loss, the Bayes-optimal loss and the
-    excess loss (nats per token).
+    excess loss (nats per token), plus the same for the best context-free predictor, the
+    stationary unigram distribution ``W s`` (keys prefixed ``unigram_``).
     """
     cfg = model.cfg
     was_training = model.training
@@ -167,11 +172,19 @@ def evaluate(model: Transformer, hmm: HMM, num_seqs: int, seq_len: int, *, seed:
     dev = next(model.parameters()).device
     h = hmm.to(device=dev)
     x, _ = sample(h, num_seqs, seq_len, seed=seed)
+    unigram = (h.W @ h.stationary()).float()
+
+    def compare(p, q, target, prefix=""):
+        res = {f"{prefix}{k}": v for k, v in _compare(p, q, target).items()}
+        base = _compare(p, unigram, target)
+        res.update({f"{prefix}unigram_{k.replace('model_loss', 'loss')}": v for k, v in base.items() if k != "bayes_loss"})
+        return res
+
     try:
         if cfg.causal:
             q = model(causal_inputs(x, cfg)).probs()
             p = next_token_conditionals(h, x)
-            return _compare(p.reshape(-1, cfg.num_symbols), q.reshape(-1, cfg.num_symbols), x.reshape(-1))
+            return compare(p.reshape(-1, cfg.num_symbols), q.reshape(-1, cfg.num_symbols), x.reshape(-1))
         g = torch.Generator(device=dev)
         g.manual_seed(seed + 1)
         t = torch.randint(seq_len, (num_seqs,), generator=g, device=dev)
@@ -180,12 +193,12 @@ def evaluate(model: Transformer, hmm: HMM, num_seqs: int, seq_len: int, *, seed:
         inputs[rows, t] = cfg.mask_id
         q = model(inputs, positions=t[:, None]).probs()[:, 0]
         p = masked_token_conditionals(h, x)[rows, t]
-        out = _compare(p, q, x[rows, t])
+        out = compare(p, q, x[rows, t])
         inputs0 = x.clone()
         inputs0[:, 0] = cfg.mask_id
         q0 = model(inputs0, positions=torch.zeros(num_seqs, 1, dtype=torch.long, device=dev)).probs()[:, 0]
         p0 = masked_conditional(h, x[:, 1:])
-        out.update({f"pos0_{k}": v for k, v in _compare(p0, q0, x[:, 0]).items()})
+        out.update(compare(p0, q0, x[:, 0], prefix="pos0_"))
         return out
     finally:
         model.train(was_training)
@@ -304,9 +317,9 @@ def pretrain(
                 with autocast:
                     metrics = evaluate(model, h, train_cfg.eval_num_seqs, train_cfg.seq_len)
                 rate = tokens_seen / max(1e-9, time.perf_counter() - t0)
-                result.history.append({"step": result.step, "train_loss": float(loss), "tokens_per_second": rate, **metrics})
+                result.history.append({"step": result.step, "train_loss": loss.item(), "tokens_per_second": rate, **metrics})
                 if bar is not None:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", excess=f"{metrics['excess_loss']:.3f}", tok_s=f"{rate:,.0f}")
+                    bar.set_postfix(loss=f"{loss.item():.3f}", excess=f"{metrics['excess_loss']:.3f}", tok_s=f"{rate:,.0f}")
             if bar is not None:
                 bar.update(1)
         if bar is not None:
