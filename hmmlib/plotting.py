@@ -10,7 +10,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 
-__all__ = ["use_book_style", "plot_matrix", "plot_states_and_tokens", "plot_curve"]
+__all__ = ["use_book_style", "plot_matrix", "plot_states_and_tokens", "plot_curve", "plot_learning_curve",
+           "plot_distributions"]
 
 
 def use_book_style() -> None:
@@ -70,4 +71,33 @@ def plot_curve(ax: Axes, x, y, *, label: str | None = None, xlabel: str = "", yl
     ax.set_ylabel(ylabel)
     if label is not None:
         ax.legend()
+    return ax
+
+
+def plot_learning_curve(ax: Axes, history: list[dict], *, key: str = "model_loss", floor_key: str = "bayes_loss",
+                        baseline_key: str | None = "unigram_loss", label: str = "model") -> Axes:
+    """The model's evaluation loss over training, with the Bayes-optimal floor (dashed) and the
+    unigram baseline (dotted) from the same evaluations."""
+    steps = [r["step"] for r in history]
+    line, = ax.plot(steps, [r[key] for r in history], marker="o", ms=3, label=label)
+    ax.plot(steps, [r[floor_key] for r in history], ls="--", color=line.get_color(), alpha=0.7,
+            label=f"{label}: Bayes-optimal floor")
+    if baseline_key is not None and baseline_key in history[0]:
+        ax.plot(steps, [r[baseline_key] for r in history], ls=":", color="gray", label="unigram baseline")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_distributions(ax: Axes, exact, model, *, labels: tuple[str, str] = ("exact", "model")) -> Axes:
+    """Two distributions over symbols side by side as bars."""
+    exact, model = _np(exact), _np(model)
+    idx = np.arange(len(exact))
+    ax.bar(idx - 0.2, exact, width=0.4, label=labels[0])
+    ax.bar(idx + 0.2, model, width=0.4, label=labels[1])
+    ax.set_xticks(idx)
+    ax.set_xlabel("symbol")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=8)
     return ax

@@ -27,6 +27,7 @@ from .sampling import sample
 from .transformer import Transformer, TransformerConfig
 
 __all__ = ["TrainConfig", "HMMData", "mask_tokens", "causal_inputs", "evaluate", "Pretrained", "pretrain",
+           "model_masked_conditional",
            "load_pretrained"]
 
 
@@ -356,3 +357,16 @@ def load_pretrained(path: str | Path, device: torch.device | str | None = None) 
         raise ValueError(f"checkpoint {path} does not match this version of hmmlib ({e}); delete it and retrain.") from None
     model.eval()
     return Pretrained(model, model_cfg, train_cfg, list(state.get("history", [])), int(state["step"]))
+
+
+@torch.no_grad()
+def model_masked_conditional(model: Transformer, x: torch.Tensor) -> torch.Tensor:
+    """The masked LM's distribution at a ``[MASK]`` placed before ``x = x_1 .. x_T``: the learned
+    counterpart of :func:`hmmlib.masked_conditional`. Shape (B, V), float32."""
+    if model.cfg.causal:
+        raise ValueError("model_masked_conditional needs a masked LM (cfg.causal=False).")
+    dev = next(model.parameters()).device
+    x = x.to(dev)
+    inputs = torch.cat([torch.full_like(x[:, :1], model.cfg.mask_id), x], 1)
+    pos = torch.zeros(x.shape[0], 1, dtype=torch.long, device=dev)
+    return model(inputs, positions=pos).probs()[:, 0]
