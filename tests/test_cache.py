@@ -1,0 +1,204 @@
+"""The model cache: one training run per distinct (HMM, configs, preset), reused afterwards."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import hmmlib
+from hmmlib.pretrain import Pretrained, TrainConfig
+from hmmlib.transformer import TransformerConfig
+
+cache_mod = importlib.import_module("hmmlib.cache")
+
+
+def tiny_configs():
+    mcfg = TransformerConfig(num_symbols=6, d_model=16, num_layers=1, num_heads=2, max_len=16)
+    tcfg = TrainConfig(num_steps=3, batch_size=4, seq_len=8, warmup_steps=1, eval_every=100, eval_num_seqs=4)
+    return mcfg, tcfg
+
+
+@pytest.fixture
+def hmm() -> hmmlib.HMM:
+    return hmmlib.dirichlet_hmm(3, 6, seed=0)
+
+
+@pytest.fixture
+def count_training(monkeypatch):
+    """Counts real training runs (and lets them happen)."""
+    calls = []
+    real = cache_mod.pretrain
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("checkpoint_path"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "pretrain", counting)
+    return calls
+
+
+def forbid_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pretrain() was called although the model is cached")
+
+    monkeypatch.setattr(cache_mod, "pretrain", refuse)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_first_call_trains_and_writes_checkpoint_and_key(hmm, tmp_path, count_training):
+    mcfg, tcfg = tiny_configs()
+    result = cache_mod.pretrained_model(hmm, mcfg, tcfg, preset="ci", cache=tmp_path, device="cpu", progress=False)
+    assert len(count_training) == 1
+    assert result.step == tcfg.num_steps and result.model_cfg == mcfg and result.train_cfg == tcfg
+    pts, jsons = sorted(tmp_path.glob("*.pt")), sorted(tmp_path.glob("*.json"))
+    assert len(pts) == 1 and len(jsons) == 1 and pts[0].stem == jsons[0].stem
+    assert Path(count_training[0]) == pts[0]
+    assert len(pts[0].stem) >= 16 and all(c in "0123456789abcdef" for c in pts[0].stem)
+    key = json.loads(jsons[0].read_text())
+    assert key == json.loads(json.dumps(cache_mod.model_key(hmm, mcfg, tcfg, "ci")))
+    assert key["model_cfg"] == mcfg.to_dict() and key["train_cfg"] == tcfg.to_dict() and key["preset"] == "ci"
+    assert key["hmmlib_version"] == hmmlib.__version__
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_second_call_loads_without_training(hmm, tmp_path, monkeypatch):
+    mcfg, tcfg = tiny_configs()
+    first = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    forbid_training(monkeypatch)
+    # an equal HMM built again (a new object) hits the same entry: the key is the parameters
+    second = cache_mod.pretrained_model(hmmlib.dirichlet_hmm(3, 6, seed=0), mcfg, tcfg, cache=tmp_path,
+                                        device="cpu", progress=False)
+    assert isinstance(second, Pretrained)
+    assert second.model is not first.model
+    assert_same_weights(second.model, first.model)
+    assert second.step == first.step and second.history == first.history
+    assert second.model_cfg == mcfg and second.train_cfg == tcfg
+    assert not second.model.training
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+def test_retrain_forces_a_new_run(hmm, tmp_path, count_training):
+    mcfg, tcfg = tiny_configs()
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False, retrain=True)
+    assert len(count_training) == 2 and count_training[0] == count_training[1]
+
+
+# every field of both configs, with another valid value
+MODEL_CHANGES = dict(num_symbols=7, d_model=32, num_layers=2, num_heads=4, d_mlp=24, max_len=20, dropout=0.1,
+                     causal=True, tie_embeddings=False)
+TRAIN_CHANGES = dict(objective="causal", num_steps=4, batch_size=5, seq_len=4, lr=2e-3, warmup_steps=2,
+                     weight_decay=0.0, grad_clip=0.5, mlm_probability=0.2, corpus_tokens=64, doc_len=16,
+                     eval_every=7, eval_num_seqs=5, seed=1, compile=True)
+
+
+def test_the_change_lists_cover_every_config_field():
+    assert set(MODEL_CHANGES) == {f.name for f in dataclasses.fields(TransformerConfig)}
+    assert set(TRAIN_CHANGES) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Records where each call would train to, without training (and without writing the .pt)."""
+    paths = []
+
+    def fake(hmm, model_cfg, train_cfg, *, device=None, checkpoint_path=None, progress=True):
+        paths.append(Path(checkpoint_path))
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)  # as save_checkpoint would
+        return Pretrained(model=None, model_cfg=model_cfg, train_cfg=train_cfg)
+
+    monkeypatch.setattr(cache_mod, "pretrain", fake)
+    return paths
+
+
+def test_any_change_gives_another_cache_file(hmm, tmp_path, fake_training):
+    mcfg, tcfg = tiny_configs()
+
+    def path_for(h=hmm, m=mcfg, t=tcfg, preset=None):
+        cache_mod.pretrained_model(h, m, t, preset=preset, cache=tmp_path, device="cpu", progress=False)
+        return fake_training[-1]
+
+    base = path_for()
+    assert path_for() == base  # deterministic
+    assert path_for(h=hmmlib.dirichlet_hmm(3, 6, seed=0)) == base
+    variants = {}
+    for name, value in MODEL_CHANGES.items():
+        variants[f"model.{name}"] = path_for(m=dataclasses.replace(mcfg, **{name: value}))
+    for name, value in TRAIN_CHANGES.items():
+        variants[f"train.{name}"] = path_for(t=dataclasses.replace(tcfg, **{name: value}))
+    variants["preset"] = path_for(preset="ci")
+    variants["hmm.seed"] = path_for(h=hmmlib.dirichlet_hmm(3, 6, seed=1))
+    variants["hmm.kind"] = path_for(h=hmmlib.paper_hmm(3, 6, seed=0))
+    # the same HMM with one emission probability moved by 1e-9 (columns still sum to 1)
+    W = hmm.W.clone()
+    W[0, 0] += 1e-9
+    W[1, 0] -= 1e-9
+    variants["hmm.tiny_change"] = path_for(h=hmmlib.HMM(hmm.pi, hmm.A, W))
+    A = hmm.A.clone()
+    A[:, [0, 1]] = A[:, [1, 0]]
+    variants["hmm.A"] = path_for(h=hmmlib.HMM(hmm.pi, A, hmm.W))
+    names = list(variants)
+    assert base not in variants.values()
+    assert len(set(variants.values())) == len(variants), [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1:] if variants[a] == variants[b]]
+    for p in [base, *variants.values()]:
+        assert p.parent == tmp_path and p.suffix == ".pt"
+        assert p.with_suffix(".json").is_file()
+
+
+@pytest.mark.parametrize("corruption", ["garbage", "truncated", "foreign"])
+def test_corrupt_cache_entry_warns_and_retrains(hmm, tmp_path, count_training, corruption):
+    mcfg, tcfg = tiny_configs()
+    first = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    data = path.read_bytes()
+    if corruption == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif corruption == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        torch.save({"a": 1}, path)
+    with pytest.warns(UserWarning, match=r"discarding a corrupt cached model .*retraining"):
+        again = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert len(count_training) == 2
+    assert_same_weights(again.model, first.model)  # same seed, same model
+    # the entry was repaired: the next call loads it without training
+    loaded = hmmlib.load_pretrained(path, device="cpu")
+    assert_same_weights(loaded.model, first.model)
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch, fake_training, hmm):
+    monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path / "models"))
+    assert cache_mod.CACHE_ENV == "HMMBOOK_CACHE"
+    assert cache_mod.cache_dir() == tmp_path / "models"
+    assert hmmlib.cache_dir() == tmp_path / "models"
+    mcfg, tcfg = tiny_configs()
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, device="cpu", progress=False)  # no cache= argument
+    assert fake_training[-1].parent == tmp_path / "models"
+    # "~" is expanded
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(cache_mod.CACHE_ENV, "~/elsewhere")
+    assert cache_mod.cache_dir() == tmp_path / "home" / "elsewhere"
+
+
+def test_cache_dir_default_in_a_checkout(monkeypatch):
+    monkeypatch.delenv(cache_mod.CACHE_ENV, raising=False)
+    root = Path(cache_mod.__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        expected = root / ".cache" / "models"  # git ignores .cache/
+    else:  # an installed (non-editable) hmmlib
+        expected = Path.home() / ".cache" / "hmmbook" / "models"
+    assert cache_mod.cache_dir() == expected
+    monkeypatch.setenv(cache_mod.CACHE_ENV, "")  # empty means unset
+    assert cache_mod.cache_dir() == expected
