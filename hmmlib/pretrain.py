@@ -75,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"mlm_probability must be in (0, 1]; got {self.mlm_probability}.")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError("lr must be positive and warmup_steps non-negative.")
+        if self.doc_len is not None and (not isinstance(self.doc_len, int) or self.doc_len < 1):
+            raise ValueError(f"doc_len must be a positive integer or None; got {self.doc_len!r}.")
         if self.corpus_tokens is not None:
             doc = self.doc_len or self.seq_len
             if doc % self.seq_len or self.corpus_tokens < doc:
@@ -270,6 +272,8 @@ def pretrain(
         raise ValueError("model_cfg.causal must be True exactly when train_cfg.objective == 'causal'.")
     if train_cfg.seq_len + 1 > model_cfg.max_len:
         raise ValueError(f"seq_len={train_cfg.seq_len} needs max_len > seq_len; got max_len={model_cfg.max_len}.")
+    if resume and checkpoint_path is None:
+        raise ValueError("resume=True needs checkpoint_path.")
     dev = torch.device(device) if device is not None else default_device()
     h = hmm.to(device=dev, dtype=torch.float32)
     end = train_cfg.num_steps if stop_at is None else min(stop_at, train_cfg.num_steps)
@@ -283,8 +287,6 @@ def pretrain(
         g.manual_seed(train_cfg.seed)
         result = Pretrained(model, model_cfg, train_cfg)
         if resume:
-            if checkpoint_path is None:
-                raise ValueError("resume=True needs checkpoint_path.")
             state = load_checkpoint(checkpoint_path, ("model", "optimizer", "scheduler", "rng", "step"), map_location=dev)
             if state["model_cfg"] != model_cfg.to_dict() or state["train_cfg"] != train_cfg.to_dict():
                 raise ValueError(f"{checkpoint_path} was trained with other configs; it cannot be resumed with these.")

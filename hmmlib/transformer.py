@@ -63,6 +63,8 @@ class TransformerConfig:
                 raise ValueError(f"TransformerConfig.{name} must be a positive integer; got {v!r}.")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}.")
+        if self.d_mlp is not None and (not isinstance(self.d_mlp, int) or self.d_mlp < 1):
+            raise ValueError(f"TransformerConfig.d_mlp must be a positive integer or None (= 4 * d_model); got {self.d_mlp!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
 
@@ -222,13 +224,18 @@ class Transformer(nn.Module):
             x = self.embed(tokens)
         else:
             x = inputs_embeds
+            if x.dim() != 3 or x.shape[-1] != cfg.d_model:
+                raise ValueError(f"inputs_embeds must be (batch, seq_len, d_model={cfg.d_model}); got {tuple(x.shape)}.")
         B, T, _ = x.shape
         P_prompt = 0
         if prompt is not None:
             if prompt.dim() == 2:
                 prompt = prompt.unsqueeze(0)
-            if prompt.shape[-1] != cfg.d_model or prompt.dim() != 3:
-                raise ValueError(f"prompt must be (P, d_model) or (B, P, d_model) with d_model={cfg.d_model}; got {tuple(prompt.shape)}.")
+            if prompt.dim() != 3 or prompt.shape[-1] != cfg.d_model or prompt.shape[0] not in (1, B):
+                raise ValueError(
+                    f"prompt must be (P, d_model) or (B, P, d_model) with B={B} (or 1) and d_model={cfg.d_model}; "
+                    f"got {tuple(prompt.shape)}."
+                )
             P_prompt = prompt.shape[1]
             x = torch.cat([prompt.to(x.dtype).expand(B, -1, -1), x], 1)
         P_prefix = 0
@@ -238,8 +245,11 @@ class Transformer(nn.Module):
             P_prefix = prefix[0][0].shape[2]
             want = (cfg.num_heads, P_prefix, cfg.d_head)
             for i, (k, v) in enumerate(prefix):
-                if k.dim() != 4 or tuple(k.shape[1:]) != want or k.shape != v.shape:
-                    raise ValueError(f"prefix layer {i}: keys and values must be (1 or B, {want[0]}, P, {want[2]}); got {tuple(k.shape)}, {tuple(v.shape)}.")
+                if k.dim() != 4 or tuple(k.shape[1:]) != want or k.shape != v.shape or k.shape[0] not in (1, B):
+                    raise ValueError(
+                        f"prefix layer {i}: keys and values must be (1 or B={B}, {want[0]}, P, {want[2]}); "
+                        f"got {tuple(k.shape)}, {tuple(v.shape)}."
+                    )
         start = P_prefix
         total = start + x.shape[1]
         if total > cfg.max_len:
@@ -253,8 +263,14 @@ class Transformer(nn.Module):
         x = x[:, P_prompt:]
         if positions is not None:
             if positions.dtype == torch.bool:
+                if positions.shape != x.shape[:2]:
+                    raise ValueError(f"a boolean positions mask must have shape (B, T) = {tuple(x.shape[:2])}; got {tuple(positions.shape)}.")
                 x = x[positions]
             else:
+                n_real = x.shape[1]
+                if positions.dim() != 2 or positions.shape[0] != B or (positions.numel() and (
+                        int(positions.min()) < 0 or int(positions.max()) >= n_real)):
+                    raise ValueError(f"positions must be (B={B}, n) indices in [0, {n_real}); got shape {tuple(positions.shape)}.")
                 x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         h = self.ln_f(x)
         return ModelOutput(self.output_logits(h), h, kvs if return_kv else None)

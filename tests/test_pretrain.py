@@ -166,9 +166,6 @@ def test_train_config_accepts_a_valid_corpus_and_round_trips():
     assert TrainConfig(**cfg.to_dict()) == cfg
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "hmmlib bug (pretrain.py, TrainConfig.__post_init__): a negative doc_len passes validation "
-    "(-32 % 32 == 0 and corpus_tokens >= -32); the error only comes later from sample() in HMMData"))
 def test_train_config_rejects_negative_doc_len():
     with pytest.raises(ValueError, match="doc_len"):
         TrainConfig(seq_len=32, corpus_tokens=64, doc_len=-32)

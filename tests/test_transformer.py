@@ -214,10 +214,6 @@ def test_prompt_of_wrong_shape(shape):
         model(tokens(2, 4), prompt=torch.zeros(shape))
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "hmmlib bug (transformer.py, Transformer.forward): a (B', P, d_model) prompt whose batch size "
-    "B' is neither 1 nor the tokens' B is not validated; torch's expand() raises RuntimeError "
-    "instead of ValueError"))
 def test_prompt_with_wrong_batch_size_raises_value_error():
     model = make_model(False)
     with pytest.raises(ValueError, match="prompt"):
@@ -322,10 +318,6 @@ def test_prefix_of_wrong_shape_raises(case):
         model(tokens(2, 4), prefix=prefix)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "hmmlib bug (transformer.py, Transformer.forward / Attention.forward): the prefix's batch "
-    "size is not validated against '(1 or B, num_heads, P, d_head)'; a (3, H, P, dh) prefix with "
-    "B=2 tokens reaches expand() and raises RuntimeError instead of ValueError"))
 def test_prefix_with_wrong_batch_size_raises_value_error():
     model = make_model(True)
     with pytest.raises(ValueError, match="prefix"):
@@ -395,10 +387,6 @@ def test_config_rejects_non_positive_sizes(field, value):
         TransformerConfig(**kw)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "hmmlib bug (transformer.py, TransformerConfig.__post_init__): d_mlp is not validated; "
-    "d_mlp=0 is silently replaced by 4*d_model (mlp_width uses `d_mlp or ...`) and d_mlp=-1 is "
-    "accepted, then Transformer(cfg) fails with torch's RuntimeError 'negative dimension'"))
 @pytest.mark.parametrize("d_mlp", [0, -1])
 def test_config_rejects_non_positive_d_mlp(d_mlp):
     with pytest.raises(ValueError, match="d_mlp"):
