@@ -27,7 +27,7 @@ from .sampling import sample
 from .transformer import Transformer, TransformerConfig
 
 __all__ = ["TrainConfig", "HMMData", "mask_tokens", "causal_inputs", "evaluate", "Pretrained", "pretrain",
-           "model_masked_conditional",
+           "model_masked_conditional", "make_optimizer", "mlm_loss",
            "load_pretrained"]
 
 
@@ -220,6 +220,16 @@ class Pretrained:
     tokens_per_second: float = float("nan")
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the config's learning rate and weight decay; the fused kernel where this torch
+    build has one for the device (one kernel for all parameters instead of several per tensor)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _lr_lambda(cfg: TrainConfig):
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -228,14 +238,19 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+def mlm_loss(model: Transformer, inputs: torch.Tensor, selected: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy at the ``selected`` positions only: the output layer runs on those rows alone."""
+    logits = model(inputs, positions=selected).logits
+    return F.cross_entropy(logits.float(), tokens[selected])
+
+
 def _loss(model: Transformer, tokens: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
     mcfg = model.cfg
     if cfg.objective == "causal":
         logits = model(causal_inputs(tokens, mcfg)).logits
         return F.cross_entropy(logits.float().reshape(-1, mcfg.num_symbols), tokens.reshape(-1))
     inputs, selected = mask_tokens(tokens, mcfg, cfg.mlm_probability, g)
-    logits = model(inputs, positions=selected).logits
-    return F.cross_entropy(logits.float(), tokens[selected])
+    return mlm_loss(model, inputs, selected, tokens)
 
 
 def _rng_state(g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -281,7 +296,7 @@ def pretrain(
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(train_cfg.seed)
         model = Transformer(model_cfg).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+        opt = make_optimizer(model, train_cfg)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(train_cfg))
         g = torch.Generator(device=dev)
         g.manual_seed(train_cfg.seed)

@@ -118,7 +118,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, causal: bool, prefix: KV | None, want_kv: bool):
+    def forward(self, x: torch.Tensor, causal: bool, prefix: KV | None, want_kv: bool, select=None):
+        """``select(y)`` picks the output rows that are needed (applied before the output projection)."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.d_head).permute(2, 0, 3, 1, 4)
         own = (k, v) if want_kv else None
@@ -133,7 +134,8 @@ class Attention(nn.Module):
                 is_causal = False
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D)), own
+        y = y.transpose(1, 2).reshape(B, T, D)
+        return self.proj(y if select is None else select(y)), own
 
 
 class Block(nn.Module):
@@ -145,9 +147,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.mlp_width), nn.GELU(), nn.Linear(cfg.mlp_width, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, causal: bool, prefix: KV | None, want_kv: bool):
-        a, kv = self.attn(self.ln1(x), causal, prefix, want_kv)
-        x = x + self.drop(a)
+    def forward(self, x, causal: bool, prefix: KV | None, want_kv: bool, select=None):
+        """With ``select``, only the selected rows are carried past the attention (the last
+        block, when only some positions' outputs are needed)."""
+        a, kv = self.attn(self.ln1(x), causal, prefix, want_kv, select)
+        x = (x if select is None else select(x)) + self.drop(a)
         x = x + self.drop(self.mlp(self.ln2(x)))
         return x, kv
 
@@ -194,6 +198,21 @@ class Transformer(nn.Module):
         """Logits over symbols from final hidden states."""
         w = self.tok_emb.weight[: self.cfg.num_symbols] if self.out is None else self.out.weight
         return F.linear(hidden, w, self.out_bias)
+
+    @staticmethod
+    def _selector(positions: torch.Tensor | None, B: int, n_real: int, offset: int):
+        """A function picking the requested real positions from a (B, offset + n_real, ...) tensor."""
+        if positions is None:
+            return (lambda y: y[:, offset:]) if offset else None
+        if positions.dtype == torch.bool:
+            if positions.shape != (B, n_real):
+                raise ValueError(f"a boolean positions mask must have shape (B, T) = {(B, n_real)}; got {tuple(positions.shape)}.")
+            return lambda y: y[:, offset:][positions]
+        if positions.dim() != 2 or positions.shape[0] != B or (positions.numel() and (
+                int(positions.min()) < 0 or int(positions.max()) >= n_real)):
+            raise ValueError(f"positions must be (B={B}, n) indices in [0, {n_real}); got shape {tuple(positions.shape)}.")
+        idx = positions + offset
+        return lambda y: y.gather(1, idx.unsqueeze(-1).expand(-1, -1, y.shape[-1]))
 
     def forward(
         self,
@@ -255,22 +274,12 @@ class Transformer(nn.Module):
         if total > cfg.max_len:
             raise ValueError(f"prefix + prompt + tokens = {total} positions exceed max_len={cfg.max_len}.")
         x = self.drop(x + self.pos_emb.weight[start:total])
+        select = self._selector(positions, B, x.shape[1] - P_prompt, P_prompt)
         kvs: list[KV] = []
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cfg.causal, None if prefix is None else prefix[i], return_kv)
+            x, kv = block(x, cfg.causal, None if prefix is None else prefix[i], return_kv, select if i == last else None)
             if return_kv:
                 kvs.append((kv[0][:, :, P_prompt:], kv[1][:, :, P_prompt:]))
-        x = x[:, P_prompt:]
-        if positions is not None:
-            if positions.dtype == torch.bool:
-                if positions.shape != x.shape[:2]:
-                    raise ValueError(f"a boolean positions mask must have shape (B, T) = {tuple(x.shape[:2])}; got {tuple(positions.shape)}.")
-                x = x[positions]
-            else:
-                n_real = x.shape[1]
-                if positions.dim() != 2 or positions.shape[0] != B or (positions.numel() and (
-                        int(positions.min()) < 0 or int(positions.max()) >= n_real)):
-                    raise ValueError(f"positions must be (B={B}, n) indices in [0, {n_real}); got shape {tuple(positions.shape)}.")
-                x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         h = self.ln_f(x)
         return ModelOutput(self.output_logits(h), h, kvs if return_kv else None)

@@ -1,0 +1,128 @@
+"""Training throughput of hmmlib's masked LM against Hugging Face's BertForMaskedLM of identical size.
+
+Both models get the same layers, width, heads, MLP width, sequence length, batch, vocabulary and
+masking; dropout is off in both (hmmlib's default), so both do the same arithmetic per token up to
+architecture details (BERT: post-LayerNorm, token-type embeddings, an MLM transform layer).
+Runs alternate between the two models, in one process, and the best of several timed runs is
+reported, with each one's achieved FLOP/s as a fraction of this machine's measured matmul peak.
+
+Run:  .venv/bin/pip install -r benchmarks/requirements-bench.txt
+      .venv/bin/python benchmarks/pretrain.py [--quick] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import hmmlib
+from hmmlib.pretrain import TrainConfig, make_optimizer, mask_tokens, mlm_loss
+from hmmlib.transformer import Transformer, TransformerConfig
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_flops_per_token(d: int, layers: int, d_mlp: int, seq_len: int, vocab: int, masked_frac: float) -> float:
+    """6 x (matmul parameters) + attention scores, per token (forward + backward)."""
+    per_layer = 4 * d * d + 2 * d * d_mlp
+    attention = 2 * 2 * seq_len * d  # QK^T and AV, forward, per token
+    return 6 * layers * per_layer + 3 * layers * attention + 6 * masked_frac * d * vocab
+
+
+def bert(cfg: TransformerConfig):
+    from transformers import BertConfig, BertForMaskedLM
+
+    bc = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
+                    num_attention_heads=cfg.num_heads, intermediate_size=cfg.mlp_width,
+                    max_position_embeddings=cfg.max_len, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                    type_vocab_size=1)
+    try:
+        return BertForMaskedLM._from_config(bc, attn_implementation="sdpa")
+    except Exception:
+        return BertForMaskedLM(bc)
+
+
+def time_steps(step, num_steps: int, device) -> float:
+    for _ in range(3):  # warm-up
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(num_steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / num_steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = [(64, 2, 4, 64, 16)] if args.quick else [(96, 3, 4, 64, 64), (256, 4, 4, 128, 32), (768, 12, 12, 512, 8)]
+    repeats, num_steps = (2, 5) if args.quick else (3, 5)
+    peak = matmul_peak(device, torch.float32)
+    print(f"device {device}, {args.threads} threads, torch {torch.__version__}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    print(f"{'d_model':>7} {'layers':>6} {'heads':>5} {'seq':>4} {'batch':>5} | {'hmmlib tok/s':>12} {'HF BERT tok/s':>13} "
+          f"{'ratio':>6} | {'hmmlib %peak':>12} {'HF %peak':>9}")
+    for d, layers, heads, seq_len, batch in sizes:
+        cfg = TransformerConfig(num_symbols=10, d_model=d, num_layers=layers, num_heads=heads, max_len=seq_len)
+        ours = Transformer(cfg).to(device)
+        hf = bert(cfg).to(device)
+        opt_ours = make_optimizer(ours, TrainConfig(lr=1e-4, weight_decay=0.0))  # what hmmlib.pretrain uses
+        # HF's Trainer defaults to the fused AdamW kernel for torch >= 2.8: give BERT the same
+        opt_hf = make_optimizer(hf, TrainConfig(lr=1e-4, weight_decay=0.0))
+        hmm = hmmlib.paper_hmm(10, 10, seed=0).to(device=device, dtype=torch.float32)
+        g = torch.Generator(device=device)
+        g.manual_seed(0)
+        tokens, _ = hmmlib.sample(hmm, batch, seq_len, generator=g)
+        inputs, selected = mask_tokens(tokens, cfg, 0.15, g)
+        labels = torch.where(selected, tokens, torch.full_like(tokens, -100))
+
+        def step_ours():
+            with autocast:
+                loss = mlm_loss(ours, inputs, selected, tokens)
+            opt_ours.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_ours.step()
+
+        def step_hf():
+            with autocast:
+                loss = hf(input_ids=inputs, labels=labels).loss
+            opt_hf.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_hf.step()
+
+        t_ours, t_hf = float("inf"), float("inf")
+        for _ in range(repeats):  # alternate
+            t_ours = min(t_ours, time_steps(step_ours, num_steps, device))
+            t_hf = min(t_hf, time_steps(step_hf, num_steps, device))
+        ntok = batch * seq_len
+        flops = train_flops_per_token(d, layers, cfg.mlp_width, seq_len, cfg.vocab_size, 0.15) * ntok
+        print(f"{d:>7} {layers:>6} {heads:>5} {seq_len:>4} {batch:>5} | {ntok / t_ours:>12,.0f} {ntok / t_hf:>13,.0f} "
+              f"{t_hf / t_ours:>5.2f}x | {100 * flops / t_ours / peak:>11.1f}% {100 * flops / t_hf / peak:>8.1f}%")
+    print("target: hmmlib >= 1.3x HF BertForMaskedLM tokens/s")
+
+
+if __name__ == "__main__":
+    main()
