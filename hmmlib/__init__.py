@@ -27,3 +27,6 @@ from .transformer import Transformer, TransformerConfig, ModelOutput
 from .pretrain import TrainConfig, Pretrained, pretrain, evaluate, load_pretrained
 from .checkpoint import save_checkpoint, load_checkpoint
 from .cache import pretrained_model, cache_dir
+from . import tasks, theory, tuning, tuning_ideal
+from .tasks import DownstreamTask, TaskDataset, paper_task, make_splits, paper_task_and_splits
+from .tuning import TuneConfig, make_tuner, tune_and_evaluate
