@@ -36,6 +36,13 @@ class FlatCDF:
         idx = torch.searchsorted(self.table, torch.add(u, cols, alpha=2), right=True)
         return idx.sub_(cols, alpha=self.num_categories)
 
+    def _draw_into(self, cols: torch.Tensor, u: torch.Tensor, out: torch.Tensor, query: torch.Tensor) -> None:
+        """:meth:`draw` writing into ``out`` (int64) with ``query`` (float64) as scratch: the same
+        arithmetic, so the same draws, without allocating inside a time loop."""
+        torch.add(u, cols, alpha=2, out=query)
+        torch.searchsorted(self.table, query, right=True, out=out)
+        out.sub_(cols, alpha=self.num_categories)
+
 
 def sample(
     hmm: HMM,
@@ -65,9 +72,11 @@ def sample(
     emit = FlatCDF(hmm.W)
     u = torch.rand(seq_len, num_seqs, generator=g, device=dev, dtype=torch.float64)
     states = torch.empty(seq_len, num_seqs, dtype=torch.int64, device=dev)
-    states[0] = start.draw(torch.zeros(num_seqs, dtype=torch.int64, device=dev), u[0])
+    s_steps, u_steps = states.unbind(0), u.unbind(0)  # per-step views, made once
+    query = torch.empty(num_seqs, dtype=torch.float64, device=dev)
+    start._draw_into(torch.zeros(num_seqs, dtype=torch.int64, device=dev), u_steps[0], s_steps[0], query)
     for t in range(1, seq_len):
-        states[t] = trans.draw(states[t - 1], u[t])
+        trans._draw_into(s_steps[t - 1], u_steps[t], s_steps[t], query)
     states = states.T.contiguous()
     tokens = emit.draw(states, torch.rand(states.shape, generator=g, device=dev, dtype=torch.float64))
     return tokens, states
