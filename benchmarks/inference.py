@@ -17,10 +17,14 @@ What is measured (see benchmarks/README.md for the numbers on the project machin
 * sampling throughput (tokens/s) of ``hmmlib.sample`` vs hmmlearn's ``sample``;
 * Viterbi (seq/s) vs hmmlearn ``decode(algorithm="viterbi")``, checking the log-probabilities.
 
-Timing protocol: one warm-up call, then the best of 3. hmmlearn loops over sequences in
-Python, so its cost is linear in the number of sequences: it is timed on as many sequences
-as fit in about a second per run (best of 3) and extrapolated per sequence; the output says
-how many sequences each hmmlearn figure is based on.
+Timing protocol: ``torch.set_num_threads(2)`` (``--threads``), one warm-up call, then the
+best of 3. The project machine is shared and its speed drifts, so a timed call during which
+other processes used the CPU (read from /proc/stat) does not count towards the 3 (at most 8
+calls), and the float32 GEMM peak is measured several times during the run (next to every
+K = 200 configuration) and the largest value is used for %peak. hmmlearn loops over
+sequences in Python, so its cost is linear in the number of sequences: it is timed on as many
+sequences as fit in about a second per run (best of 3) and extrapolated per sequence; the
+output says how many sequences each hmmlearn figure is based on.
 
 The exit status is 1 if a correctness check fails (float64 posteriors further than 1e-10
 from hmmlearn, Viterbi log-probabilities disagreeing); performance targets are reported
@@ -33,7 +37,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -189,7 +193,13 @@ class PostRow:
 
 
 def dynamax_smoother(hmm: hmmlib.HMM, x: torch.Tensor):
-    """A jitted, vmapped dynamax ``hmm_smoother`` (float32) on the same HMM; returns a callable."""
+    """dynamax's ``hmm_smoother`` (float32, jit + vmap over sequences) on the same HMM and tokens.
+
+    Returns ``(run, result)``: ``run()`` computes the smoothed marginals and waits for them
+    (what is timed; dynamax also computes the summed transition posteriors here: its
+    ``compute_trans_probs`` flag is a traced argument and cannot be switched off under jit);
+    ``result()`` returns them as a float64 numpy array (B, T, K).
+    """
     import jax
     import jax.numpy as jnp
     from dynamax.hidden_markov_model import hmm_smoother
@@ -200,14 +210,18 @@ def dynamax_smoother(hmm: hmmlib.HMM, x: torch.Tensor):
     xs = jnp.asarray(x.numpy())
 
     @jax.jit
-    def run(xs):
+    def smooth(xs):
         def one(seq):
-            ll = logW[:, seq].T  # (T, K)
-            return hmm_smoother(pi, A_row, ll).smoothed_probs
+            return hmm_smoother(pi, A_row, logW[:, seq].T).smoothed_probs
 
         return jax.vmap(one)(xs)
 
-    return lambda: np.asarray(run(xs).block_until_ready())
+    out = {}
+
+    def run():
+        out["p"] = smooth(xs).block_until_ready()
+
+    return run, lambda: np.asarray(out["p"], dtype=np.float64)
 
 
 def bench_posteriors(Ks, Ts, Vs, B, hl_budget, use_dynamax, mm_n) -> list[PostRow]:
@@ -240,9 +254,9 @@ def bench_posteriors(Ks, Ts, Vs, B, hl_budget, use_dynamax, mm_n) -> list[PostRo
                 d32 = float((p32[:n].double() - ref).abs().max())
                 row = PostRow(K, V, T, B, B / t32, B / t64, 1 / per_seq, n, d64, d32)
                 if use_dynamax:
-                    run_dyn = dynamax_smoother(h64, x)
-                    row.dyn = B / best_of(run_dyn)
-                    row.dyn_diff = float(np.abs(run_dyn()[:n].astype(np.float64) - ref.numpy()).max())
+                    run_dyn, dyn_result = dynamax_smoother(h64, x)
+                    row.dyn = B / best_of(run_dyn)  # the warm-up call includes the jit compilation
+                    row.dyn_diff = float(np.abs(dyn_result()[:n] - ref.numpy()).max())
                 rows.append(row)
                 print(
                     f"  K={K:4d} V={V:5d} T={T:4d}: hmmlib f32 {B / t32:10,.0f}  f64 {B / t64:10,.0f}  "
@@ -312,10 +326,10 @@ def bench_viterbi(Ks, Ts, V, B, hl_budget, n_check) -> list[ViterbiRow]:
             t32 = best_of(lambda: hmmlib.viterbi(h32, x))
             paths, lp = hmmlib.viterbi(h64, x)
             _, lp32 = hmmlib.viterbi(h32, x)
-            model = hmm_decoder = h64.to_hmmlearn()
+            model = h64.to_hmmlearn()
             X, lengths = hmmlearn_inputs(x)
             per_seq, n = linear_extrapolation(
-                lambda n: hmm_decoder.decode(X[: n * T], lengths[:n], algorithm="viterbi"), hl_budget, B
+                lambda n: model.decode(X[: n * T], lengths[:n], algorithm="viterbi"), hl_budget, B
             )
             # per-sequence check on the first n_check sequences (one decode call each)
             m = min(n_check, B)
@@ -386,7 +400,7 @@ def main(argv=None) -> int:
     import hmmlearn
 
     print(
-        f"hmmlib {hmmlib.__version__} | torch {torch.__version__} | hmmlearn {hmmlearn.__version__} | "
+        f"hmmlib {hmmlib.__version__} ({os.path.dirname(hmmlib.__file__)}) | torch {torch.__version__} | hmmlearn {hmmlearn.__version__} | "
         f"numpy {np.__version__} | python {platform.python_version()}"
     )
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
