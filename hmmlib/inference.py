@@ -17,7 +17,9 @@ Then ``alpha_hat_t = P(H_t | x_{0:t})``, ``alpha_bar_t = P(H_t | x_{0:t-1})``,
 ``c_t = P(x_t | x_{0:t-1})``, ``log P(x) = sum_t log c_t`` and the posterior
 marginals are ``gamma_t = alpha_hat_t * beta_hat_t``.
 
-Buffers are state-major ``(T, K, B)`` so that each step is ``A @ (K, B)``.
+Buffers are time-major ``(T, B, K)`` (results are returned as batch-major views of
+them); for few states (K <= 12) the storage behind them is state-major ``(T, K, B)``, so
+that each step's GEMM is ``A @ (K, B)`` and its sums run along the batch.
 A position can be marked *missing* (masked): its emission factor is 1 for
 every state, which is exactly marginalising the unseen token.
 """
