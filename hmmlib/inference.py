@@ -61,6 +61,8 @@ def check_tokens(x: Any, num_symbols: int, device: torch.device | str | None = N
     """
     if not isinstance(x, torch.Tensor):
         arr = np.asarray(x)
+        if arr.size == 0:
+            raise ValueError(f"tokens are empty (shape {arr.shape}); pass at least one sequence of length >= 1.")
         if arr.dtype == object:
             raise ValueError("tokens must be a rectangular array of integers; got ragged or non-numeric input.")
         x = torch.as_tensor(arr)
@@ -360,7 +362,11 @@ def posterior_marginals(hmm: HMM, x: Any, missing: Any = None) -> torch.Tensor:
     _raise_if_impossible(c.transpose(0, 1))
     g = gamma.unbind(0)
     _backward_sweep(hmm, prep, c, lambda t, beta: g[t].mul_(beta))
-    return _unbatch(_batch_major(gamma), prep.was_1d)
+    out = _batch_major(gamma)
+    # alpha * beta sums to 1 in exact arithmetic; over very long float32 sequences the
+    # backward scales drift (~1e-4 at T = 1e5), so renormalise each row once at the end.
+    out.div_(out.sum(-1, keepdim=True))
+    return _unbatch(out, prep.was_1d)
 
 
 def posterior_h0(hmm: HMM, x: Any) -> torch.Tensor:
@@ -383,7 +389,13 @@ def posterior_h0(hmm: HMM, x: Any) -> torch.Tensor:
         b.div_(b.sum(1, keepdim=True).clamp_min_(torch.finfo(b.dtype).tiny))
     post = b.mul_(hmm.pi)
     z = post.sum(1, keepdim=True)
-    _raise_if_impossible(z)
+    if (z <= 0).any():
+        zero_b = int((z[:, 0] <= 0).nonzero()[0])
+        ll = log_likelihood(hmm, prep.xT[:, zero_b])
+        raise ValueError(
+            f"sequence {zero_b} has probability 0 under the HMM (log-likelihood {float(ll)}): some token "
+            "cannot be emitted by any reachable state, so P(H_0 | x) is undefined. Check the tokens."
+        )
     return _unbatch(post.div_(z), prep.was_1d)
 
 

@@ -124,8 +124,9 @@ _PRESETS: dict[str, Preset] = {
             sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=20,
         ),
         pretrain=PretrainSizes(
-            d_model=96, num_layers=3, num_heads=4, d_mlp=None, dropout=0.0, seq_len=64, batch_size=64,
-            num_steps=1200, lr=2e-3, warmup_steps=100, weight_decay=0.01, mlm_probability=0.15,
+            # the ci model's shape (which escapes the MLM plateau), trained 3x longer on 2x longer text
+            d_model=64, num_layers=2, num_heads=4, d_mlp=None, dropout=0.0, seq_len=64, batch_size=32,
+            num_steps=900, lr=3e-3, warmup_steps=50, weight_decay=0.01, mlm_probability=0.3,
             corpus_tokens=None, doc_len=None, eval_every=100, eval_num_seqs=512, num_states_sweep=(4, 10, 30),
         ),
     ),

@@ -34,14 +34,15 @@ class FlatCDF:
     def draw(self, cols: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One draw from column ``cols[i]`` per entry, given uniforms ``u`` (float64, same shape)."""
         idx = torch.searchsorted(self.table, torch.add(u, cols, alpha=2), right=True)
-        return idx.sub_(cols, alpha=self.num_categories)
+        # 2k + u can round up to 2k + 1 when u is within 2^-52 of 1: clamp into column k
+        return idx.sub_(cols, alpha=self.num_categories).clamp_(0, self.num_categories - 1)
 
     def _draw_into(self, cols: torch.Tensor, u: torch.Tensor, out: torch.Tensor, query: torch.Tensor) -> None:
         """:meth:`draw` writing into ``out`` (int64) with ``query`` (float64) as scratch: the same
         arithmetic, so the same draws, without allocating inside a time loop."""
         torch.add(u, cols, alpha=2, out=query)
         torch.searchsorted(self.table, query, right=True, out=out)
-        out.sub_(cols, alpha=self.num_categories)
+        out.sub_(cols, alpha=self.num_categories).clamp_(0, self.num_categories - 1)
 
 
 def sample(

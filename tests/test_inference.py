@@ -429,7 +429,7 @@ def test_float32_long_sequence_posteriors_are_finite(long_case):
 
 @pytest.mark.parametrize("long_case", [
     "dirichlet",
-    pytest.param("paper", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=LONG_DRIFT_REASON)),
+    "paper",
 ], indirect=True)
 def test_float32_long_sequence_posterior_rows_sum_to_one(long_case):
     _, post = long_case

@@ -114,19 +114,12 @@ def test_flat_cdf_never_draws_zero_probability_at_the_edges():
     assert got.tolist() == [0, 0, 0, 0, 2, 2, 2]  # inverse CDF: u < 0.5 -> 0, else 2
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "hmmlib bug (sampling.py, FlatCDF.draw): 2*col + u is rounded in float64, so for col >= 1 and "
-    "u in [1 - 2**-52, 1) (inside torch.rand's [0, 1)) it equals the column's last CDF entry 2*col + 1 "
-    "and searchsorted(right=True) returns category C, one past the end"))
 def test_flat_cdf_draw_stays_in_range_for_the_largest_uniform():
     M = torch.full((2, 2), 0.5, dtype=F64)
     got = FlatCDF(M).draw(torch.tensor([0, 1]), torch.tensor([LARGEST_UNIFORM, LARGEST_UNIFORM], dtype=F64))
     assert (got < 2).all(), got
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "hmmlib bug (sampling.py, FlatCDF.draw), seen through sample(): when torch.rand returns "
-    "1 - 2**-53 the drawn state/token ids fall outside [0, K) / [0, V)"))
 def test_sample_stays_in_range_for_the_largest_uniform(monkeypatch):
     hmm = hmmlib.dirichlet_hmm(3, 4, seed=0)
     real_rand = torch.rand
