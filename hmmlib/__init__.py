@@ -30,3 +30,8 @@ from .cache import pretrained_model, cache_dir
 from . import tasks, theory, tuning, tuning_ideal
 from .tasks import DownstreamTask, TaskDataset, paper_task, make_splits, paper_task_and_splits
 from .tuning import TuneConfig, make_tuner, tune_and_evaluate
+from . import memory, memory_inference, memory_tasks, attention_head, memory_experiments
+from .memory import MemoryHMM, to_hmm, sample_memory, paper_memory_hmm, locatable_memory_hmm
+from .memory_inference import memory_posterior, memory_masked_posteriors, memory_masked_conditionals
+from .memory_tasks import MemoryTaskDataset, memory_task_and_splits
+from .attention_head import SingleQueryAttentionHead, AttentionHeadTuner

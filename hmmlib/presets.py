@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "PretrainSizes", "Preset", "get_preset"]
+__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "PretrainSizes", "MemorySizes", "Preset", "get_preset"]
 
 PRESET_ENV = "HMMBOOK_PRESET"
 PRESET_NAMES = ("ci", "default", "paper")
@@ -85,12 +85,56 @@ class PretrainSizes:
 
 
 @dataclass(frozen=True)
+class MemorySizes:
+    """Sizes for chapter 5 (the memory-augmented HMM); :meth:`tune_config` builds the head's config.
+
+    Attributes:
+        num_values_sweep: memory sizes ``n_mem`` of the experiment (``4 n_mem`` hidden states in all).
+        num_syntax: syntax states (the paper's 4); num_symbols: vocabulary (10).
+        num_seeds: memory HMMs (and tasks) per size on the ideal model; seed ``s`` draws both.
+        split_sizes: train/val/test examples (the paper's 5000/500/1000); seq_len: tokens per example.
+        num_steps, batch_size, lr, warmup_steps: tuning of every head (AdamW, linear decay).
+        transformer_num_values: memory sizes also run on trained masked LMs (one seed; two
+            pretrainings each: memory and vanilla HMM); model_len: tokens the trained model reads
+            (the paper: 79 of 128; at most the pretraining length minus the [MASK]).
+        theorem_num_seqs, theorem_seq_len: examples of the numerical checks of the theorem.
+        sharpening_lengths: prefix lengths at which P(M | x_{1:t}) is measured.
+    """
+
+    num_values_sweep: tuple[int, ...]
+    num_syntax: int
+    num_symbols: int
+    num_seeds: int
+    split_sizes: tuple[int, int, int]
+    seq_len: int
+    num_steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    transformer_num_values: tuple[int, ...]
+    model_len: int
+    theorem_num_seqs: int
+    theorem_seq_len: int
+    sharpening_lengths: tuple[int, ...]
+
+    def tune_config(self, seed: int = 0, **overrides):
+        """The :class:`hmmlib.tuning.TuneConfig` (``method="head"``) of the attention and linear heads."""
+        from .tuning import TuneConfig
+
+        kw = dict(method="head", lr=self.lr, num_steps=self.num_steps, batch_size=self.batch_size,
+                  warmup_steps=self.warmup_steps, log_every=10**9, seed=seed)
+        kw.update(overrides)
+        return TuneConfig(**kw)
+
+
+@dataclass(frozen=True)
 class Preset:
     """All sizes for one preset; one field per chapter."""
 
     name: str
     hmms: HMMChapterSizes
     pretrain: PretrainSizes
+    memory: MemorySizes
 
     def __str__(self) -> str:
         parts = []
@@ -106,6 +150,11 @@ class Preset:
 _PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
+        memory=MemorySizes(
+            num_values_sweep=(2, 3), num_syntax=4, num_symbols=10, num_seeds=1, split_sizes=(400, 100, 400),
+            seq_len=64, num_steps=300, batch_size=128, lr=1e-2, warmup_steps=30, transformer_num_values=(3,),
+            model_len=31, theorem_num_seqs=200, theorem_seq_len=32, sharpening_lengths=(1, 2, 4, 8, 16, 32),
+        ),
         hmms=HMMChapterSizes(
             num_states=10, num_symbols=10, num_seqs=200, seq_len=64,
             sharpening_lengths=(1, 2, 4, 8, 16, 32), num_checks=5,
@@ -119,6 +168,11 @@ _PRESETS: dict[str, Preset] = {
     ),
     "default": Preset(
         name="default",
+        memory=MemorySizes(
+            num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=1, split_sizes=(2000, 200, 1000),
+            seq_len=128, num_steps=1000, batch_size=128, lr=1e-2, warmup_steps=100, transformer_num_values=(3, 7),
+            model_len=63, theorem_num_seqs=1000, theorem_seq_len=32, sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128),
+        ),
         hmms=HMMChapterSizes(
             num_states=10, num_symbols=10, num_seqs=2000, seq_len=128,
             sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=20,
@@ -132,6 +186,12 @@ _PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         name="paper",
+        memory=MemorySizes(
+            num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=5, split_sizes=(5000, 500, 1000),
+            seq_len=128, num_steps=4000, batch_size=128, lr=1e-2, warmup_steps=500,
+            transformer_num_values=(2, 3, 5, 7), model_len=79, theorem_num_seqs=2000, theorem_seq_len=32,
+            sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128),
+        ),
         hmms=HMMChapterSizes(
             num_states=10, num_symbols=10, num_seqs=10000, seq_len=128,
             sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=50,
