@@ -10,7 +10,8 @@ from .generators import paper_hmm
 from .presets import Preset
 from .pretrain import Pretrained
 
-__all__ = ["SweepRow", "pretraining_sweep"]
+__all__ = ["SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "TuningRow", "ideal_tuning_sweep", "model_input_len",
+           "transformer_tuning_sweep", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,121 @@ def pretraining_sweep(preset: Preset, objective: str = "mlm", *, num_states: tup
         rows.append(SweepRow(K, objective, last["tv"], last["excess_loss"], last["bayes_loss"], last["unigram_tv"],
                              last.get("pos0_tv"), res))
     return rows
+
+
+# --------------------------------------------------------------------------- tuning sweeps (chapters 3-4)
+#: The paper's Fig. B1 (wei2021.md section 4.10): mean test accuracy over 20 seeds of the trained
+#: BERT with head tuning and prompt tuning, by number of hidden states (10 symbols).
+PAPER_FIG_B1: dict[str, dict[int, float]] = {
+    "head": {4: 1.000, 8: 0.925, 10: 0.885, 12: 0.653, 15: 0.711, 25: 0.625, 30: 0.675},
+    "prompt": {4: 1.000, 8: 1.000, 10: 0.976, 12: 0.986, 15: 0.938, 25: 0.693, 30: 0.762},
+}
+
+
+@dataclass(frozen=True)
+class TuningRow:
+    """One tuning run: test accuracy of ``method`` on the ``model`` (``"ideal"`` or ``"transformer"``)
+    for an HMM with ``num_states`` states and the task drawn with ``seed``."""
+
+    model: str
+    num_states: int
+    seed: int
+    method: str
+    accuracy: float
+    train_accuracy: float
+    majority_rate: float
+    num_trainable: int
+
+
+def _closed_form_accuracy(hmm, task, ds) -> float:
+    from .theory import closed_form_head
+
+    b = closed_form_head(hmm.W, task.mu)
+    return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
+
+
+def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prompt"), *,
+                       num_states: tuple[int, ...] | None = None, num_seeds: int | None = None,
+                       closed_form: bool = True) -> list[TuningRow]:
+    """Head and prompt tuning on the ideal model (exact inference) over HMM sizes and seeds.
+
+    Seed ``s`` draws the HMM ``paper_hmm(K, 10, seed=s)`` and a two-class task with its splits
+    (``paper_task_and_splits``), as the paper draws a new HMM and task per seed. With
+    ``closed_form``, adds method ``"closed_form"``: the head :math:`b = (W^+)^\\top\\mu` (exact when
+    :math:`W` has full column rank).
+    """
+    from .tasks import paper_task_and_splits, sub_seed
+    from .tuning import tune_and_evaluate
+
+    sz = preset.tuning
+    rows = []
+    for K in num_states or sz.num_states_sweep:
+        for s in range(num_seeds or sz.num_seeds):
+            hmm = paper_hmm(K, 10, seed=s)
+            task, splits, _ = paper_task_and_splits(hmm, seed=sub_seed(s, K), sizes=sz.split_sizes,
+                                                    seq_len=sz.seq_len)
+            for m in methods:
+                r = tune_and_evaluate(hmm, sz.tune_config(m, "ideal", seed=s), splits)
+                rows.append(TuningRow("ideal", K, s, m, r["test"]["accuracy"], r["train"]["accuracy"],
+                                      r["test"]["majority_rate"], r["parameters"]["trainable"]))
+            if closed_form:
+                rows.append(TuningRow("ideal", K, s, "closed_form", _closed_form_accuracy(hmm, task, splits["test"]),
+                                      _closed_form_accuracy(hmm, task, splits["train"]),
+                                      splits["test"].majority_rate, 0))
+    return rows
+
+
+def model_input_len(preset: Preset, method: str) -> int:
+    """Input tokens the trained model sees for ``method``: the pretraining length minus the
+    ``[MASK]`` and the prompt or prefix positions (the paper likewise truncates to 79 or 59 tokens;
+    the label still uses the posterior given all ``preset.tuning.seq_len`` tokens)."""
+    sz = preset.tuning
+    extra = {"prompt": sz.prompt_len, "prefix": sz.prefix_len}.get(method, 0)
+    return preset.pretrain.seq_len - 1 - extra
+
+
+def transformer_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prompt", "prefix", "finetune"), *,
+                             num_states: tuple[int, ...] | None = None, num_seeds: int | None = None,
+                             hmm_seed: int = 0, ideal_methods: tuple[str, ...] = ("head", "prompt"),
+                             progress: bool = False,
+                             device: torch.device | str | None = None) -> list[TuningRow]:
+    """Every tuning ``method`` on the frozen masked LM pretrained on ``paper_hmm(K, 10, seed=hmm_seed)``
+    (from the cache when chapter 2 trained it), with the ideal model's ``ideal_methods`` on the
+    same task and splits beside it. Task seed ``s`` varies the task and the data, not the HMM."""
+    from .tasks import paper_task_and_splits, sub_seed
+    from .tuning import tune_and_evaluate
+
+    sz, pt = preset.tuning, preset.pretrain
+    rows = []
+    for K in num_states or sz.transformer_num_states:
+        hmm = paper_hmm(K, 10, seed=hmm_seed)
+        model = pretrained_model(hmm, pt.model_config(10), pt.train_config("mlm"), preset=preset.name,
+                                 progress=progress, device=device).model
+        for s in range(num_seeds or sz.transformer_num_seeds):
+            task, splits, _ = paper_task_and_splits(hmm, seed=sub_seed(s, K, 1), sizes=sz.transformer_split_sizes,
+                                                    seq_len=sz.seq_len)
+            for m in methods:
+                T = model_input_len(preset, m)
+                cut = {k: d.truncate(T) for k, d in splits.items()}
+                r = tune_and_evaluate(model, sz.tune_config(m, "transformer", seed=s), cut)
+                rows.append(TuningRow("transformer", K, s, m, r["test"]["accuracy"], r["train"]["accuracy"],
+                                      r["test"]["majority_rate"], r["parameters"]["trainable"]))
+            for m in ideal_methods:
+                r = tune_and_evaluate(hmm, sz.tune_config(m, "ideal", seed=s), splits)
+                rows.append(TuningRow("ideal", K, s, m, r["test"]["accuracy"], r["train"]["accuracy"],
+                                      r["test"]["majority_rate"], r["parameters"]["trainable"]))
+    return rows
+
+
+def summarize(rows: list[TuningRow]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """Mean and standard deviation of test accuracy (and the mean majority rate) per
+    ``(model, method, num_states)``: ``{"mean", "std", "majority", "n"}``."""
+    groups: dict[tuple[str, str, int], list[TuningRow]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.method, r.num_states), []).append(r)
+    out = {}
+    for k, rs in groups.items():
+        acc = torch.tensor([r.accuracy for r in rs], dtype=torch.float64)
+        out[k] = {"mean": float(acc.mean()), "std": float(acc.std(unbiased=False)),
+                  "majority": sum(r.majority_rate for r in rs) / len(rs), "n": len(rs)}
+    return out

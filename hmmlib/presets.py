@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "PretrainSizes", "MemorySizes", "Preset", "get_preset"]
+__all__ = ["PRESET_ENV", "PRESET_NAMES", "HMMChapterSizes", "PretrainSizes", "MemorySizes", "TuningSizes", "Preset", "get_preset"]
 
 PRESET_ENV = "HMMBOOK_PRESET"
 PRESET_NAMES = ("ci", "default", "paper")
@@ -85,6 +85,67 @@ class PretrainSizes:
 
 
 @dataclass(frozen=True)
+class TuningSizes:
+    """Sizes for chapters 3 and 4 (head and prompt tuning); :meth:`tune_config` builds the configs.
+
+    Attributes:
+        num_states_sweep: HMM sizes of the ideal-model sweep (10 symbols).
+        num_seeds: HMMs (and tasks) per size in the ideal-model sweep; seed ``s`` draws both.
+        split_sizes: train/val/test examples (the paper's 5000/500/1000).
+        seq_len: tokens per example; the label uses the posterior given all of them.
+        num_steps, batch_size, lr: ideal-model tuning (AdamW, linear decay).
+        prompt_len_ideal: fake tokens of ideal prompt tuning.
+        transformer_num_states: HMM sizes tuned on the trained masked LM (the pretraining
+            sweep's models, so they come from the cache).
+        transformer_num_seeds: tasks per size on the trained model (one HMM per size).
+        transformer_split_sizes: train/val/test examples for the trained model.
+        transformer_num_steps, transformer_batch_size: steps and batch of every transformer method.
+        prompt_len, prefix_len: soft-prompt vectors and prefix positions (the paper: 20 prompt vectors).
+        lr_head, lr_prompt, lr_prefix, lr_finetune: learning rates of the transformer methods.
+        warmup_steps: linear warmup of every method (the paper: 500).
+    """
+
+    num_states_sweep: tuple[int, ...]
+    num_seeds: int
+    split_sizes: tuple[int, int, int]
+    seq_len: int
+    num_steps: int
+    batch_size: int
+    lr: float
+    prompt_len_ideal: int
+    transformer_num_states: tuple[int, ...]
+    transformer_num_seeds: int
+    transformer_split_sizes: tuple[int, int, int]
+    transformer_num_steps: int
+    transformer_batch_size: int
+    prompt_len: int
+    prefix_len: int
+    lr_head: float
+    lr_prompt: float
+    lr_prefix: float
+    lr_finetune: float
+    warmup_steps: int = 0
+
+    def tune_config(self, method: str, model: str = "ideal", seed: int = 0, **overrides):
+        """The :class:`hmmlib.tuning.TuneConfig` of ``method`` on the ``"ideal"`` or ``"transformer"`` model."""
+        from .tuning import TuneConfig
+
+        if model not in ("ideal", "transformer"):
+            raise ValueError(f"model must be 'ideal' or 'transformer'; got {model!r}.")
+        if model == "ideal":
+            kw = dict(method=method, lr=self.lr, num_steps=self.num_steps, batch_size=self.batch_size,
+                      prompt_len=self.prompt_len_ideal)
+        else:
+            lr = {"head": self.lr_head, "prompt": self.lr_prompt, "prefix": self.lr_prefix,
+                  "finetune": self.lr_finetune}.get(method, self.lr_head)
+            kw = dict(method=method, lr=lr, num_steps=self.transformer_num_steps,
+                      batch_size=self.transformer_batch_size, prompt_len=self.prompt_len, prefix_len=self.prefix_len)
+        kw.update(seed=seed, log_every=10**9, warmup_steps=self.warmup_steps)
+        kw.update(overrides)
+        return TuneConfig(**kw)
+
+
+@dataclass(frozen=True)
 class MemorySizes:
     """Sizes for chapter 5 (the memory-augmented HMM); :meth:`tune_config` builds the head's config.
 
@@ -135,6 +196,7 @@ class Preset:
     hmms: HMMChapterSizes
     pretrain: PretrainSizes
     memory: MemorySizes
+    tuning: TuningSizes
 
     def __str__(self) -> str:
         parts = []
@@ -165,6 +227,13 @@ _PRESETS: dict[str, Preset] = {
             num_steps=300, lr=3e-3, warmup_steps=20, weight_decay=0.01, mlm_probability=0.3,
             corpus_tokens=None, doc_len=None, eval_every=100, eval_num_seqs=128, num_states_sweep=(4, 10),
         ),
+        tuning=TuningSizes(
+            num_states_sweep=(4, 10, 25), num_seeds=2, split_sizes=(1000, 200, 500), seq_len=64,
+            num_steps=300, batch_size=128, lr=1e-2, prompt_len_ideal=1,
+            transformer_num_states=(4, 10), transformer_num_seeds=1, transformer_split_sizes=(500, 100, 300),
+            transformer_num_steps=60, transformer_batch_size=32, prompt_len=4, prefix_len=4,
+            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=3e-4,
+        ),
     ),
     "default": Preset(
         name="default",
@@ -182,6 +251,13 @@ _PRESETS: dict[str, Preset] = {
             d_model=64, num_layers=2, num_heads=4, d_mlp=None, dropout=0.0, seq_len=64, batch_size=32,
             num_steps=900, lr=3e-3, warmup_steps=50, weight_decay=0.01, mlm_probability=0.3,
             corpus_tokens=None, doc_len=None, eval_every=100, eval_num_seqs=512, num_states_sweep=(4, 10, 30),
+        ),
+        tuning=TuningSizes(
+            num_states_sweep=(4, 8, 10, 12, 15, 25, 30), num_seeds=5, split_sizes=(5000, 500, 1000), seq_len=128,
+            num_steps=1000, batch_size=128, lr=1e-2, prompt_len_ideal=1,
+            transformer_num_states=(4, 10, 30), transformer_num_seeds=1, transformer_split_sizes=(2000, 500, 1000),
+            transformer_num_steps=300, transformer_batch_size=64, prompt_len=10, prefix_len=10,
+            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=3e-4,
         ),
     ),
     "paper": Preset(
@@ -203,6 +279,16 @@ _PRESETS: dict[str, Preset] = {
             num_steps=37500, lr=1e-5, warmup_steps=1000, weight_decay=0.0, mlm_probability=0.05,
             corpus_tokens=51_200_000, doc_len=10240, eval_every=500, eval_num_seqs=1024,
             num_states_sweep=(4, 8, 10, 12, 15, 25, 30),
+        ),
+        # The paper's finetuning (wei2021.md sections 4.4, 4.6-4.9): 20 seeds, 5000/500/1000 x 128 tokens,
+        # lr 0.01, 100 epochs of batch 128 (~4000 steps), 20 prompt vectors.
+        tuning=TuningSizes(
+            num_states_sweep=(4, 8, 10, 12, 15, 25, 30), num_seeds=20, split_sizes=(5000, 500, 1000), seq_len=128,
+            num_steps=4000, batch_size=128, lr=1e-2, prompt_len_ideal=1,
+            transformer_num_states=(4, 8, 10, 12, 15, 25, 30), transformer_num_seeds=5,
+            transformer_split_sizes=(5000, 500, 1000), transformer_num_steps=4000, transformer_batch_size=128,
+            prompt_len=20, prefix_len=20, lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-4, lr_finetune=3e-5,
+            warmup_steps=500,
         ),
     ),
 }

@@ -185,6 +185,25 @@ class TaskDataset:
     def num_classes_present(self) -> int:
         return int(torch.unique(self.y).numel())
 
+    def subset(self, num_examples: int) -> "TaskDataset":
+        """The first ``num_examples`` examples (the majority rate recomputed on them)."""
+        _check_positive_int("num_examples", num_examples)
+        if num_examples > len(self):
+            raise ValueError(f"the dataset has {len(self)} examples; cannot take {num_examples}.")
+        y = self.y[:num_examples]
+        rate = float(y.double().mean())
+        return TaskDataset(x=self.x[:num_examples], h0=self.h0[:num_examples], posterior=self.posterior[:num_examples],
+                           G=self.G[:num_examples], y=y, majority_rate=max(rate, 1.0 - rate))
+
+    def truncate(self, seq_len: int) -> "TaskDataset":
+        """The same examples with inputs cut to their first ``seq_len`` tokens; the labels and exact
+        quantities still refer to the full input (what a model with a shorter context is asked)."""
+        _check_positive_int("seq_len", seq_len)
+        if seq_len > self.x.shape[1]:
+            raise ValueError(f"cannot truncate inputs of length {self.x.shape[1]} to {seq_len} tokens.")
+        return TaskDataset(x=self.x[:, :seq_len].contiguous(), h0=self.h0, posterior=self.posterior, G=self.G,
+                           y=self.y, majority_rate=self.majority_rate)
+
 
 def _check_task(hmm: HMM, task: DownstreamTask) -> None:
     if not isinstance(hmm, HMM):

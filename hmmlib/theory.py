@@ -70,6 +70,7 @@ __all__ = [
     "best_linear_head_accuracy_two_symbols",
     "Counterexample",
     "counterexample_head_fails_prompt_works",
+    "twin_state_hmm",
 ]
 
 
@@ -404,3 +405,28 @@ def counterexample_head_fails_prompt_works(cycle_prob: float = 0.85, skip_prob: 
     b = torch.tensor([1.0, -3.0], dtype=f64)
     u = prompt_for_reweighting(hmm, mu / (W.T @ b))
     return Counterexample(hmm, mu, u, b)
+
+
+def twin_state_hmm(noise: float = 0.05) -> tuple[HMM, torch.Tensor]:
+    r"""An HMM with two *twin* hidden states that emit identically, and a task that asks which twin :math:`H_0` is.
+
+    :math:`K = V = 4`. States 0 and 1 emit symbols 0 and 1; the twins 2 and 3 both emit symbols
+    2 and 3 with probability 1/2 each, so :math:`W` has two equal columns and kernel
+    :math:`e_2 - e_3`. The chain follows two 2-cycles, :math:`0\leftrightarrow 2` and
+    :math:`1\leftrightarrow 3`, with probability ``1 - noise`` (the rest spread uniformly), so the
+    following tokens reveal which twin came before: the exact posterior tells the twins apart,
+    the emission does not. Task :math:`\mu = (1, -1, 1, -1)` (balanced classes: states 0 and 2 against 1 and 3).
+    No function of :math:`G = Wp` can compute it (:math:`\mu^\top(e_2 - e_3) = 2 \ne 0`), and a non-negative
+    reweighting cannot either (the twins' columns are equal and :math:`\mu` has opposite signs on
+    them). Returns ``(hmm, mu)``.
+    """
+    if not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+        raise ValueError(f"noise must be a probability in [0, 1); got {noise!r}.")
+    f64 = torch.float64
+    K = 4
+    A = torch.full((K, K), noise / K, dtype=f64)
+    for a, b in ((0, 2), (2, 0), (1, 3), (3, 1)):  # two 2-cycles, 0 <-> 2 and 1 <-> 3
+        A[b, a] += 1 - noise
+    W = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]], dtype=f64)
+    hmm = HMM(torch.full((K,), 1.0 / K, dtype=f64), A, W)
+    return hmm, torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=f64)
