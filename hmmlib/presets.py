@@ -229,10 +229,10 @@ _PRESETS: dict[str, Preset] = {
         ),
         tuning=TuningSizes(
             num_states_sweep=(4, 10, 25), num_seeds=2, split_sizes=(1000, 200, 500), seq_len=64,
-            num_steps=300, batch_size=128, lr=1e-2, prompt_len_ideal=1,
+            num_steps=1000, batch_size=128, lr=1e-2, prompt_len_ideal=1,
             transformer_num_states=(4, 10), transformer_num_seeds=1, transformer_split_sizes=(500, 100, 300),
             transformer_num_steps=60, transformer_batch_size=32, prompt_len=4, prefix_len=4,
-            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=3e-4,
+            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=1e-3,
         ),
     ),
     "default": Preset(
@@ -257,7 +257,7 @@ _PRESETS: dict[str, Preset] = {
             num_steps=1000, batch_size=128, lr=1e-2, prompt_len_ideal=1,
             transformer_num_states=(4, 10, 30), transformer_num_seeds=1, transformer_split_sizes=(2000, 500, 1000),
             transformer_num_steps=300, transformer_batch_size=64, prompt_len=10, prefix_len=10,
-            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=3e-4,
+            lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-3, lr_finetune=1e-3,
         ),
     ),
     "paper": Preset(
