@@ -107,12 +107,14 @@ def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prom
 
 
 def model_input_len(preset: Preset, method: str) -> int:
-    """Input tokens the trained model sees for ``method``: the pretraining length minus the
-    ``[MASK]`` and the prompt or prefix positions (the paper likewise truncates to 79 or 59 tokens;
-    the label still uses the posterior given all ``preset.tuning.seq_len`` tokens)."""
+    """Input tokens the trained model sees for ``method``: the positions it reads
+    (``preset.tuning.model_len``, default the pretraining length) minus the ``[MASK]`` and the
+    prompt or prefix positions, at most the example length. The paper likewise truncates to 79
+    or 59 tokens; the label still uses the posterior given all ``preset.tuning.seq_len`` tokens."""
     sz = preset.tuning
     extra = {"prompt": sz.prompt_len, "prefix": sz.prefix_len}.get(method, 0)
-    return preset.pretrain.seq_len - 1 - extra
+    positions = min(preset.pretrain.seq_len, sz.model_len or preset.pretrain.seq_len)
+    return min(positions - 1 - extra, sz.seq_len)
 
 
 def transformer_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prompt", "prefix", "finetune"), *,

@@ -103,6 +103,8 @@ class TuningSizes:
         prompt_len, prefix_len: soft-prompt vectors and prefix positions (the paper: 20 prompt vectors).
         lr_head, lr_prompt, lr_prefix, lr_finetune: learning rates of the transformer methods.
         warmup_steps: linear warmup of every method (the paper: 500).
+        model_len: positions the trained model reads (``[MASK]``, prompt or prefix, tokens);
+            ``None``: the pretraining length. The paper's ``max_seq_length`` was 80.
     """
 
     num_states_sweep: tuple[int, ...]
@@ -125,6 +127,7 @@ class TuningSizes:
     lr_prefix: float
     lr_finetune: float
     warmup_steps: int = 0
+    model_len: int | None = None
 
     def tune_config(self, method: str, model: str = "ideal", seed: int = 0, **overrides):
         """The :class:`hmmlib.tuning.TuneConfig` of ``method`` on the ``"ideal"`` or ``"transformer"`` model."""
@@ -288,7 +291,7 @@ _PRESETS: dict[str, Preset] = {
             transformer_num_states=(4, 8, 10, 12, 15, 25, 30), transformer_num_seeds=5,
             transformer_split_sizes=(5000, 500, 1000), transformer_num_steps=4000, transformer_batch_size=128,
             prompt_len=20, prefix_len=20, lr_head=1e-2, lr_prompt=1e-2, lr_prefix=1e-4, lr_finetune=3e-5,
-            warmup_steps=500,
+            warmup_steps=500, model_len=80,
         ),
     ),
 }

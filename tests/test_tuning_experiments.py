@@ -1,0 +1,118 @@
+"""Chapters 3-4 support: the twin-state HMM, dataset truncation/subsets, tuning presets and the
+ideal-model sweep runner."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hmmlib
+from hmmlib import theory
+from hmmlib.experiments import ideal_tuning_sweep, model_input_len, summarize, TuningRow
+from hmmlib.presets import PRESET_NAMES, get_preset
+from hmmlib.tasks import make_dataset, task_from_mu
+from hmmlib.tuning import TuneConfig
+
+
+# --------------------------------------------------------------------------- twin states
+def test_twin_state_hmm_is_degenerate_exactly_where_the_task_looks():
+    hmm, mu = theory.twin_state_hmm()
+    assert torch.equal(hmm.W[:, 2], hmm.W[:, 3])
+    v = theory.kernel_direction(hmm.W)
+    assert torch.allclose(hmm.W @ v, torch.zeros(4, dtype=torch.float64), atol=1e-12)
+    assert abs(float(mu @ v)) > 1.0                       # the task cares about the kernel
+    assert not theory.head_realizes(hmm.W, mu)
+    # the twins' own columns over the full W are not independent, but the posterior separates them
+    ds = make_dataset(hmm, task_from_mu(mu), 2000, 32, seed=0)
+    twin2, twin3 = ds.h0 == 2, ds.h0 == 3
+    assert ds.y[twin2].double().mean() > 0.9 and ds.y[twin3].double().mean() < 0.1
+    # ... while G cannot: a sharp posterior on twin 2 and one on twin 3 map to the same G
+    p2 = ds.posterior[twin2 & (ds.posterior[:, 2] > 0.9)][0]
+    p3 = ds.posterior[twin3 & (ds.posterior[:, 3] > 0.9)][0]
+    assert torch.allclose(hmm.W @ p2, hmm.W @ p3, atol=1e-9)
+
+
+@pytest.mark.parametrize("noise", [-0.1, 1.0, float("nan"), "0.1"])
+def test_twin_state_hmm_rejects_bad_noise(noise):
+    with pytest.raises(ValueError, match="noise"):
+        theory.twin_state_hmm(noise)
+
+
+def test_learned_prompt_cannot_separate_twins_on_their_edge():
+    """Proposition (limits): on the edge between equal-emission states every prompted head is constant."""
+    hmm, mu = theory.twin_state_hmm()
+    u = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.01
+    b = torch.randn(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lam = torch.linspace(0, 1, 11, dtype=torch.float64)
+    edge = torch.stack([0 * lam, 0 * lam, lam, 1 - lam], 1)
+    scores = theory.reweight_posterior(edge, theory.prompt_reweighting(hmm, u)) @ hmm.W.T @ b
+    assert torch.allclose(scores, scores[0].expand_as(scores), atol=1e-12)
+    assert (edge @ mu >= 0).unique().numel() == 2       # while the label changes along the edge
+
+
+# --------------------------------------------------------------------------- datasets
+def test_truncate_and_subset():
+    hmm = hmmlib.paper_hmm(4, 10, seed=0)
+    task = task_from_mu(torch.tensor([1.0, -1.0, 0.5, -0.2]))
+    ds = make_dataset(hmm, task, 50, 20, seed=3, require_two_classes=False)
+    t = ds.truncate(7)
+    assert t.x.shape == (50, 7) and torch.equal(t.x, ds.x[:, :7])
+    assert torch.equal(t.y, ds.y) and torch.equal(t.posterior, ds.posterior)  # labels still use all 20 tokens
+    s = ds.subset(10)
+    assert len(s) == 10 and torch.equal(s.y, ds.y[:10]) and torch.equal(s.G, ds.G[:10])
+    rate = float(ds.y[:10].double().mean())
+    assert s.majority_rate == pytest.approx(max(rate, 1 - rate))
+    with pytest.raises(ValueError, match="truncate"):
+        ds.truncate(21)
+    with pytest.raises(ValueError, match="cannot take"):
+        ds.subset(51)
+    with pytest.raises(ValueError, match="positive integer"):
+        ds.truncate(0)
+
+
+# --------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_tuning_presets_build_valid_configs(name):
+    preset = get_preset(name)
+    sz = preset.tuning
+    for method in ("head", "prompt"):
+        cfg = sz.tune_config(method, "ideal", seed=3)
+        assert isinstance(cfg, TuneConfig) and cfg.seed == 3 and cfg.lr == sz.lr and cfg.num_steps == sz.num_steps
+    lrs = {"head": sz.lr_head, "prompt": sz.lr_prompt, "prefix": sz.lr_prefix, "finetune": sz.lr_finetune}
+    for method, lr in lrs.items():
+        cfg = sz.tune_config(method, "transformer")
+        assert cfg.lr == lr and cfg.num_steps == sz.transformer_num_steps and cfg.warmup_steps == sz.warmup_steps
+        # the input fits the positions the model was pretrained on
+        extra = {"prompt": sz.prompt_len, "prefix": sz.prefix_len}.get(method, 0)
+        positions = min(preset.pretrain.seq_len, sz.model_len or preset.pretrain.seq_len)
+        assert model_input_len(preset, method) == min(positions - 1 - extra, sz.seq_len) >= 1
+    assert set(sz.transformer_num_states) <= set(preset.pretrain.num_states_sweep)  # chapter 2's cached models
+    assert sz.tune_config("head", "ideal", lr=0.5).lr == 0.5
+    with pytest.raises(ValueError, match="ideal"):
+        sz.tune_config("head", "bert")
+
+
+def test_paper_tuning_preset_matches_the_paper():
+    sz = get_preset("paper").tuning
+    assert sz.num_states_sweep == (4, 8, 10, 12, 15, 25, 30) and sz.num_seeds == 20
+    assert sz.split_sizes == (5000, 500, 1000) and sz.seq_len == 128 and sz.prompt_len == 20
+    assert sz.lr == 0.01 and sz.batch_size == 128 and sz.warmup_steps == 500
+    preset = get_preset("paper")
+    assert model_input_len(preset, "head") == 79 and model_input_len(preset, "prompt") == 59  # [MASK] x_1..x_79
+
+
+# --------------------------------------------------------------------------- runners
+def test_ideal_sweep_rows_and_closed_form():
+    rows = ideal_tuning_sweep(get_preset("ci"), methods=("head",), num_states=(4,), num_seeds=1)
+    assert [(r.method, r.num_states, r.seed) for r in rows] == [("head", 4, 0), ("closed_form", 4, 0)]
+    head, closed = rows
+    assert closed.accuracy == 1.0        # W of paper_hmm(4, 10, seed=0) is well conditioned (sigma_min ~ 0.7)
+    assert 0.5 <= head.majority_rate < 1 and head.accuracy > head.majority_rate
+    assert head.num_trainable == 22 and closed.num_trainable == 0
+
+
+def test_summarize_means_and_stds():
+    rows = [TuningRow("ideal", 4, s, "head", a, a, m, 22) for s, (a, m) in enumerate([(0.9, 0.6), (0.7, 0.8)])]
+    rows.append(TuningRow("ideal", 8, 0, "head", 0.5, 0.5, 0.5, 22))
+    out = summarize(rows)
+    assert out["ideal", "head", 4] == pytest.approx({"mean": 0.8, "std": 0.1, "majority": 0.7, "n": 2})
+    assert out["ideal", "head", 8]["n"] == 1 and out["ideal", "head", 8]["std"] == 0.0
