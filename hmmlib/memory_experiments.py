@@ -181,7 +181,7 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
     Ideal model: the attention head reads the exact :math:`P(X_t\mid x_{-t})`, the linear head the exact
     :math:`G(x) = W P(H_0\mid x)`. Trained model (``trained=True``): one masked LM pretrained on each HMM
     (``preset.pretrain``, cached), the attention head on its outputs at every position of
-    ``[MASK] x_1 .. x_L`` and the linear head (:class:`hmmlib.tuning.TransformerTuner`) at the ``[MASK]``,
+    ``[MASK]`` and the first ``L`` tokens, and the linear head (:class:`hmmlib.tuning.TransformerTuner`) at the ``[MASK]``,
     with ``L = preset.memory.model_len`` (labels use all ``seq_len`` tokens, as in the paper).
     """
     sz = preset.memory

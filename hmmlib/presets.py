@@ -241,7 +241,7 @@ _PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
         memory=MemorySizes(
-            num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=1, split_sizes=(2000, 200, 1000),
+            num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=2, split_sizes=(2000, 200, 1000),
             seq_len=128, num_steps=1000, batch_size=128, lr=1e-2, warmup_steps=100, transformer_num_values=(3, 7),
             model_len=63, theorem_num_seqs=1000, theorem_seq_len=32, sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128),
         ),
