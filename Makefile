@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HMMLIB_SOURCES := $(wildcard hmmlib/*.py)
+HMMLIB_SOURCES := $(wildcard hmmlib/*.py hmmlib/*/*.py)
 JOBS ?= 2
 
 .PHONY: book book-strict test test-unit test-notebooks bench lab clean

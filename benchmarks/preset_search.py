@@ -13,8 +13,8 @@ import time
 import torch
 
 import hmmlib
-from hmmlib.pretrain import TrainConfig, _loss, make_optimizer, HMMData
-from hmmlib.transformer import Transformer, TransformerConfig
+from hmmlib.lm.pretrain import TrainConfig, _loss, make_optimizer, HMMData
+from hmmlib.lm.transformer import Transformer, TransformerConfig
 
 CANDIDATES = [
     # d_model, layers, heads, lr, mlm_probability, batch, seq_len

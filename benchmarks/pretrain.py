@@ -17,8 +17,8 @@ import time
 import torch
 
 import hmmlib
-from hmmlib.pretrain import TrainConfig, make_optimizer, mask_tokens, mlm_loss
-from hmmlib.transformer import Transformer, TransformerConfig
+from hmmlib.lm.pretrain import TrainConfig, make_optimizer, mask_tokens, mlm_loss
+from hmmlib.lm.transformer import Transformer, TransformerConfig
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import hmmlib
-from hmmlib.pretrain import Pretrained, TrainConfig
-from hmmlib.transformer import TransformerConfig
+from hmmlib.lm.pretrain import Pretrained, TrainConfig
+from hmmlib.lm.transformer import TransformerConfig
 
-cache_mod = importlib.import_module("hmmlib.cache")
+cache_mod = importlib.import_module("hmmlib.lm.cache")
 
 
 def tiny_configs():
@@ -194,8 +194,8 @@ def test_cache_dir_follows_the_environment(tmp_path, monkeypatch, fake_training,
 
 def test_cache_dir_default_in_a_checkout(monkeypatch):
     monkeypatch.delenv(cache_mod.CACHE_ENV, raising=False)
-    root = Path(cache_mod.__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file():
+    root = Path(__file__).resolve().parents[1]  # this checkout, found from the test file, not from hmmlib
+    if Path(cache_mod.__file__).resolve().is_relative_to(root):
         expected = root / ".cache" / "models"  # git ignores .cache/
     else:  # an installed (non-editable) hmmlib
         expected = Path.home() / ".cache" / "hmmbook" / "models"

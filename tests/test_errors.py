@@ -10,7 +10,7 @@ import torch
 
 import hmmlib
 from hmmlib import HMM
-from hmmlib.presets import PRESET_ENV
+from hmmlib.experiments.presets import PRESET_ENV
 
 F64 = torch.float64
 

@@ -10,9 +10,9 @@ import torch
 
 import hmmlib
 from hmmlib import HMM
-from hmmlib.generators import softmax_temp
-from hmmlib.hmm import column_tolerance
-from hmmlib.presets import PRESET_ENV, PRESET_NAMES
+from hmmlib.hmm.generators import softmax_temp
+from hmmlib.hmm.model import column_tolerance
+from hmmlib.experiments.presets import PRESET_ENV, PRESET_NAMES
 
 F64 = torch.float64
 

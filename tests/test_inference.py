@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hmmlib
-import hmmlib.inference as inference
+import hmmlib.hmm.inference as inference
 from hmmlib import bruteforce as bf
 
 from conftest import BRUTE_LENGTHS, NUM_SEQS, path_log_joint, sample_tokens

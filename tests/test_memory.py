@@ -8,7 +8,7 @@ import torch
 
 import hmmlib
 from hmmlib import bruteforce
-from hmmlib.memory import (
+from hmmlib.memory.model import (
     MemoryHMM,
     equivalent_state_index,
     locatable_memory_hmm,
@@ -20,7 +20,7 @@ from hmmlib.memory import (
     syntax_blocks,
     to_hmm,
 )
-from hmmlib.memory_inference import (
+from hmmlib.memory.inference import (
     brute_memory_joint,
     brute_memory_masked_conditionals,
     brute_memory_posterior,
@@ -29,8 +29,8 @@ from hmmlib.memory_inference import (
     memory_masked_posteriors,
     memory_posterior,
 )
-from hmmlib.memory_tasks import make_memory_dataset, make_memory_splits, memory_task_and_splits
-from hmmlib.tasks import paper_task, task_from_mu
+from hmmlib.memory.tasks import make_memory_dataset, make_memory_splits, memory_task_and_splits
+from hmmlib.adapt.tasks import paper_task, task_from_mu
 
 from conftest import binomial_tolerance
 
@@ -260,7 +260,7 @@ def test_locatable_memory_hmm_satisfies_the_assumptions():
 
 
 def test_sharpening_and_mutual_information():
-    from hmmlib.memory_experiments import memory_sharpening, token_mutual_information
+    from hmmlib.experiments.memory_runners import memory_sharpening, token_mutual_information
 
     sh = memory_sharpening(locatable_memory_hmm(), (1, 4, 16, 32), 300, seed=0)
     assert sh.entropy[-1] < 0.05 < sh.entropy[0] < sh.prior_entropy and sh.accuracy[-1] > 0.97

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import hmmlib
-from hmmlib.attention_head import AttentionHeadTuner, SingleQueryAttentionHead, model_position_probs, set_theorem_head
-from hmmlib.memory import locatable_memory_hmm, sample_memory
-from hmmlib.memory_experiments import check_theorem, theorem_head
-from hmmlib.memory_tasks import make_memory_splits
-from hmmlib.tasks import task_from_mu
-from hmmlib.tuning import TuneConfig
+from hmmlib.memory.attention_head import AttentionHeadTuner, SingleQueryAttentionHead, model_position_probs, set_theorem_head
+from hmmlib.memory.model import locatable_memory_hmm, sample_memory
+from hmmlib.experiments.memory_runners import check_theorem, theorem_head
+from hmmlib.memory.tasks import make_memory_splits
+from hmmlib.adapt.tasks import task_from_mu
+from hmmlib.adapt.tuning import TuneConfig
 
 F64 = torch.float64
 MU = torch.tensor([1.0, -1.2, 0.5], dtype=F64)   # two classes on the locatable HMM's three values

@@ -17,9 +17,9 @@ from torch import nn
 
 import hmmlib
 import importlib
-from hmmlib.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from hmmlib.inference import masked_token_conditionals, next_token_conditionals
-from hmmlib.pretrain import (
+from hmmlib.lm.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from hmmlib.hmm.inference import masked_token_conditionals, next_token_conditionals
+from hmmlib.lm.pretrain import (
     HMMData,
     TrainConfig,
     causal_inputs,
@@ -28,10 +28,10 @@ from hmmlib.pretrain import (
     mask_tokens,
     pretrain,
 )
-from hmmlib.transformer import ModelOutput, Transformer, TransformerConfig
+from hmmlib.lm.transformer import ModelOutput, Transformer, TransformerConfig
 
 CI = hmmlib.get_preset("ci").pretrain
-pretrain_mod = importlib.import_module("hmmlib.pretrain")  # (hmmlib.pretrain is also the function)
+pretrain_mod = importlib.import_module("hmmlib.lm.pretrain")  # (hmmlib.pretrain is also the function)
 METRICS = {"tv", "kl", "model_loss", "bayes_loss", "excess_loss"}
 
 

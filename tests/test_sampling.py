@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hmmlib
-from hmmlib.sampling import FlatCDF
+from hmmlib.hmm.sampling import FlatCDF
 
 from conftest import binomial_tolerance
 

@@ -9,7 +9,7 @@ import torch
 
 import hmmlib
 from hmmlib import bruteforce, tasks
-from hmmlib.tasks import (
+from hmmlib.adapt.tasks import (
     DownstreamTask,
     make_dataset,
     make_splits,

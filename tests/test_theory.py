@@ -9,7 +9,7 @@ import torch
 
 import hmmlib
 from hmmlib import bruteforce, theory as th
-from hmmlib.tasks import make_dataset, task_from_mu
+from hmmlib.adapt.tasks import make_dataset, task_from_mu
 
 F64 = torch.float64
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmmlib.transformer import ModelOutput, Transformer, TransformerConfig
+from hmmlib.lm.transformer import ModelOutput, Transformer, TransformerConfig
 
 V = 5  # symbols 0..4, [MASK] = 5, [BOS] = 6
 D, LAYERS, HEADS = 16, 2, 2

@@ -10,10 +10,10 @@ torch.set_num_threads(1)
 
 import hmmlib  # noqa: E402
 from hmmlib import tasks, theory  # noqa: E402
-from hmmlib.tuning import (  # noqa: E402
+from hmmlib.adapt.tuning import (  # noqa: E402
     PAPER_TUNING, PrefixEncoder, TransformerTuner, TuneConfig, make_tuner, prefix_from_tokens, tune_and_evaluate,
 )
-from hmmlib.tuning_ideal import IdealTuner, _prior_ratio, ideal_prompted_features  # noqa: E402
+from hmmlib.adapt.ideal import IdealTuner, _prior_ratio, ideal_prompted_features  # noqa: E402
 
 V = 10
 

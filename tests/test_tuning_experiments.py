@@ -8,9 +8,9 @@ import torch
 import hmmlib
 from hmmlib import theory
 from hmmlib.experiments import ideal_tuning_sweep, model_input_len, summarize, TuningRow
-from hmmlib.presets import PRESET_NAMES, get_preset
-from hmmlib.tasks import make_dataset, task_from_mu
-from hmmlib.tuning import TuneConfig
+from hmmlib.experiments.presets import PRESET_NAMES, get_preset
+from hmmlib.adapt.tasks import make_dataset, task_from_mu
+from hmmlib.adapt.tuning import TuneConfig
 
 
 # --------------------------------------------------------------------------- twin states

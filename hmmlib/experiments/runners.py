@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .cache import pretrained_model
-from .generators import paper_hmm
+from ..lm.cache import pretrained_model
+from ..hmm.generators import paper_hmm
 from .presets import Preset
-from .pretrain import Pretrained
+from ..lm.pretrain import Pretrained
 
 __all__ = ["SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "TuningRow", "ideal_tuning_sweep", "model_input_len",
            "transformer_tuning_sweep", "summarize"]
@@ -69,7 +69,7 @@ class TuningRow:
 
 
 def _closed_form_accuracy(hmm, task, ds) -> float:
-    from .theory import closed_form_head
+    from ..adapt.theory import closed_form_head
 
     b = closed_form_head(hmm.W, task.mu)
     return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
@@ -85,8 +85,8 @@ def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prom
     ``closed_form``, adds method ``"closed_form"``: the head :math:`b = (W^+)^\\top\\mu` (exact when
     :math:`W` has full column rank).
     """
-    from .tasks import paper_task_and_splits, sub_seed
-    from .tuning import tune_and_evaluate
+    from ..adapt.tasks import paper_task_and_splits, sub_seed
+    from ..adapt.tuning import tune_and_evaluate
 
     sz = preset.tuning
     rows = []
@@ -125,8 +125,8 @@ def transformer_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head",
     """Every tuning ``method`` on the frozen masked LM pretrained on ``paper_hmm(K, 10, seed=hmm_seed)``
     (from the cache when chapter 2 trained it), with the ideal model's ``ideal_methods`` on the
     same task and splits beside it. Task seed ``s`` varies the task and the data, not the HMM."""
-    from .tasks import paper_task_and_splits, sub_seed
-    from .tuning import tune_and_evaluate
+    from ..adapt.tasks import paper_task_and_splits, sub_seed
+    from ..adapt.tuning import tune_and_evaluate
 
     sz, pt = preset.tuning, preset.pretrain
     rows = []

@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from .attention_head import AttentionHeadTuner, SingleQueryAttentionHead, set_theorem_head
-from .cache import pretrained_model
-from .generators import paper_hmm
-from .hmm import HMM
-from .inference import entropy, forward
-from .memory import MemoryHMM, marginalise_memory, marginalise_reader, paper_memory_hmm, sample_memory, to_hmm
-from .memory_inference import masked_state_posteriors, memory_posterior
-from .memory_tasks import memory_task_and_splits
+from ..memory.attention_head import AttentionHeadTuner, SingleQueryAttentionHead, set_theorem_head
+from ..lm.cache import pretrained_model
+from ..hmm.generators import paper_hmm
+from ..hmm.model import HMM
+from ..hmm.inference import entropy, forward
+from ..memory.model import MemoryHMM, marginalise_memory, marginalise_reader, paper_memory_hmm, sample_memory, to_hmm
+from ..memory.inference import masked_state_posteriors, memory_posterior
+from ..memory.tasks import memory_task_and_splits
 from .presets import Preset
-from .tasks import paper_task_and_splits
-from .tuning import make_tuner
+from ..adapt.tasks import paper_task_and_splits
+from ..adapt.tuning import make_tuner
 
 __all__ = ["PAPER_FIG_B3", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .memory import MemoryHMM, _check_mem, sample_memory, to_hmm
-from .memory_inference import memory_masked_conditionals, memory_posterior
-from .tasks import SPLITS, DownstreamTask, _check_positive_int, _check_seed, paper_task, sub_seed
+from .model import MemoryHMM, _check_mem, sample_memory, to_hmm
+from .inference import memory_masked_conditionals, memory_posterior
+from ..adapt.tasks import SPLITS, DownstreamTask, _check_positive_int, _check_seed, paper_task, sub_seed
 
 __all__ = ["MemoryTaskDataset", "make_memory_dataset", "make_memory_splits", "memory_task_and_splits"]
 

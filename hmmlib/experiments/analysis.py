@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .generators import paper_hmm
-from .hmm import HMM
-from .inference import entropy, next_token_conditionals, masked_token_conditionals, posterior_h0
-from .sampling import sample
+from ..hmm.generators import paper_hmm
+from ..hmm.model import HMM
+from ..hmm.inference import entropy, next_token_conditionals, masked_token_conditionals, posterior_h0
+from ..hmm.sampling import sample
 
 __all__ = ["H0Sharpening", "h0_sharpening", "generator_statistics", "bayes_losses"]
 

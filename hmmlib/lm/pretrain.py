@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import default_device
-from .hmm import HMM
-from .inference import masked_conditional, masked_token_conditionals, next_token_conditionals
-from .sampling import sample
+from ..hmm.model import HMM
+from ..hmm.inference import masked_conditional, masked_token_conditionals, next_token_conditionals
+from ..hmm.sampling import sample
 from .transformer import Transformer, TransformerConfig
 
 __all__ = ["TrainConfig", "HMMData", "mask_tokens", "causal_inputs", "evaluate", "Pretrained", "pretrain",

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .hmm import HMM
+from .model import HMM
 
 __all__ = ["all_paths", "joint", "brute_posteriors", "brute_log_likelihood", "brute_h0_posterior",
            "brute_masked_token_conditionals", "brute_next_token_conditionals", "brute_viterbi"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .hmm import HMM
+from .model import HMM
 
 __all__ = ["paper_hmm", "dirichlet_hmm", "softmax_temp"]
 

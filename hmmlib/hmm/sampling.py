@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .hmm import HMM
+from .model import HMM
 from .random import make_generator
 
 __all__ = ["sample", "FlatCDF"]

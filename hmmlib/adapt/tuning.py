@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer import KV, Transformer, TransformerConfig
+from ..lm.transformer import KV, Transformer, TransformerConfig
 
 __all__ = ["METHODS", "PAPER_TUNING", "TuneConfig", "Tuner", "TransformerTuner", "PrefixEncoder",
            "make_tuner", "soft_prompt_from_tokens", "prefix_from_tokens", "tune_and_evaluate"]
@@ -534,9 +534,9 @@ class TransformerTuner(Tuner):
 def make_tuner(model: Any, cfg: TuneConfig) -> Tuner:
     """A :class:`TransformerTuner` for a :class:`~hmmlib.Transformer`, an
     :class:`~hmmlib.tuning_ideal.IdealTuner` for an :class:`~hmmlib.HMM` (the ideal model)."""
-    from .hmm import HMM
+    from ..hmm.model import HMM
     if isinstance(model, HMM):
-        from .tuning_ideal import IdealTuner
+        from .ideal import IdealTuner
         return IdealTuner(model, cfg)
     return TransformerTuner(model, cfg)
 

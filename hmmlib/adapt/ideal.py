@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import theory
-from .hmm import HMM
+from ..hmm.model import HMM
 from .tuning import TuneConfig, Tuner
 
 __all__ = ["IdealTuner", "fake_token_rows", "ideal_prompted_features"]

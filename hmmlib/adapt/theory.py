@@ -49,8 +49,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .hmm import HMM, column_tolerance
-from .inference import posterior_h0
+from ..hmm.model import HMM, column_tolerance
+from ..hmm.inference import posterior_h0
 
 __all__ = [
     "NonDegeneracy",

@@ -64,7 +64,7 @@ class PretrainSizes:
     num_states_sweep: tuple[int, ...]
 
     def model_config(self, num_symbols: int, causal: bool = False):
-        from .transformer import TransformerConfig
+        from ..lm.transformer import TransformerConfig
 
         return TransformerConfig(
             num_symbols=num_symbols, d_model=self.d_model, num_layers=self.num_layers, num_heads=self.num_heads,
@@ -72,7 +72,7 @@ class PretrainSizes:
         )
 
     def train_config(self, objective: str = "mlm", seed: int = 0, **overrides):
-        from .pretrain import TrainConfig
+        from ..lm.pretrain import TrainConfig
 
         kw = dict(
             objective=objective, num_steps=self.num_steps, batch_size=self.batch_size, seq_len=self.seq_len,
@@ -131,7 +131,7 @@ class TuningSizes:
 
     def tune_config(self, method: str, model: str = "ideal", seed: int = 0, **overrides):
         """The :class:`hmmlib.tuning.TuneConfig` of ``method`` on the ``"ideal"`` or ``"transformer"`` model."""
-        from .tuning import TuneConfig
+        from ..adapt.tuning import TuneConfig
 
         if model not in ("ideal", "transformer"):
             raise ValueError(f"model must be 'ideal' or 'transformer'; got {model!r}.")
@@ -183,7 +183,7 @@ class MemorySizes:
 
     def tune_config(self, seed: int = 0, **overrides):
         """The :class:`hmmlib.tuning.TuneConfig` (``method="head"``) of the attention and linear heads."""
-        from .tuning import TuneConfig
+        from ..adapt.tuning import TuneConfig
 
         kw = dict(method="head", lr=self.lr, num_steps=self.num_steps, batch_size=self.batch_size,
                   warmup_steps=self.warmup_steps, log_every=10**9, seed=seed)

@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import torch
 
-from .hmm import HMM
+from .model import HMM
 
 __all__ = [
     "check_tokens",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .hmm import HMM
+from ..hmm.model import HMM
 from .pretrain import Pretrained, TrainConfig, load_pretrained, pretrain
 from .transformer import TransformerConfig
 
@@ -32,7 +32,7 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
         return Path(env).expanduser()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").is_file() and (root / "hmmlib").is_dir():
         return root / ".cache" / "models"
     return Path.home() / ".cache" / "hmmbook" / "models"
@@ -49,7 +49,7 @@ def _hmm_digest(hmm: HMM) -> str:
 
 def model_key(hmm: HMM, model_cfg: TransformerConfig, train_cfg: TrainConfig, preset: str | None = None) -> dict:
     """Everything that determines a pretrained model, as a JSON-able dict."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "hmm_sha256": _hmm_digest(hmm),

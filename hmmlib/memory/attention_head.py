@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .memory import MemoryHMM
-from .transformer import Transformer
-from .tuning import TuneConfig, Tuner
+from .model import MemoryHMM
+from ..lm.transformer import Transformer
+from ..adapt.tuning import TuneConfig, Tuner
 
 __all__ = ["SingleQueryAttentionHead", "set_theorem_head", "model_position_probs", "AttentionHeadTuner"]
 

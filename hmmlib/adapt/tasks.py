@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .hmm import HMM
-from .inference import posterior_h0
-from .sampling import sample
+from ..hmm.model import HMM
+from ..hmm.inference import posterior_h0
+from ..hmm.sampling import sample
 
 __all__ = [
     "DownstreamTask",

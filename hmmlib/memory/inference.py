@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .bruteforce import _MAX_PATHS
-from .hmm import HMM
-from .inference import backward, check_tokens, forward, masked_token_conditionals
-from .memory import MemoryHMM, _check_mem, marginalise_memory, memory_configurations, to_hmm
+from ..hmm.bruteforce import _MAX_PATHS
+from ..hmm.model import HMM
+from ..hmm.inference import backward, check_tokens, forward, masked_token_conditionals
+from .model import MemoryHMM, _check_mem, marginalise_memory, memory_configurations, to_hmm
 
 __all__ = ["memory_posterior", "masked_state_posteriors", "memory_masked_posteriors", "memory_masked_conditionals",
            "brute_memory_joint", "brute_memory_posterior", "brute_memory_masked_conditionals"]

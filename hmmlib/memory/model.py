@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .generators import _check_count, _check_positive, paper_hmm, softmax_temp
-from .hmm import HMM, _as_float_tensor, _check_distribution_columns, column_tolerance
-from .random import make_generator
-from .sampling import FlatCDF
+from ..hmm.generators import _check_count, _check_positive, paper_hmm, softmax_temp
+from ..hmm.model import HMM, _as_float_tensor, _check_distribution_columns, column_tolerance
+from ..hmm.random import make_generator
+from ..hmm.sampling import FlatCDF
 
 __all__ = ["MemoryHMM", "MAX_EQUIVALENT_STATES", "to_hmm", "memory_configurations", "equivalent_state_index",
            "marginalise_memory", "marginalise_reader", "sample_memory", "paper_memory_hmm",
