@@ -1,0 +1,135 @@
+"""The converged head (hmmlib.adapt.logistic) against independent solvers on the same features:
+scikit-learn's LogisticRegression (L-BFGS) and scipy's trust-region Newton-CG, to 1e-6 in the objective."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+import hmmlib  # noqa: E402
+from hmmlib.adapt import tasks  # noqa: E402
+from hmmlib.adapt.logistic import (  # noqa: E402
+    as_linear_head, fit_logistic_head, fit_logistic_head_validated, load_into_head, logistic_objective,
+)
+
+sklearn_lm = pytest.importorskip("sklearn.linear_model")
+scipy_opt = pytest.importorskip("scipy.optimize")
+
+
+def _paper_features(K: int, seed: int, n: int = 800):
+    hmm = hmmlib.paper_hmm(K, 10, seed=seed)
+    _, splits, _ = tasks.paper_task_and_splits(hmm, seed=seed, sizes=(n, 200, 200), seq_len=32)
+    return splits
+
+
+def _dirichlet_features(seed: int, n: int = 600, V: int = 8):
+    """Features on the simplex with labels from a noisy linear rule (not separable)."""
+    g = np.random.default_rng(seed)
+    F = g.dirichlet(np.full(V, 0.7), size=n)
+    w = g.standard_normal(V) * 4
+    y = (F @ w + 0.3 * g.standard_normal(n) > np.median(F @ w)).astype(np.int64)
+    return F, y
+
+
+def _sklearn_objective(F, y, l2):
+    n = F.shape[0]
+    # sklearn minimises C * sum(log-loss) + ||w||^2 / 2 (bias unpenalised): C = 1 / (n * l2) is our J times n/C
+    clf = sklearn_lm.LogisticRegression(C=1.0 / (n * l2), tol=1e-14, max_iter=100_000, solver="lbfgs")
+    clf.fit(F, y)
+    return logistic_objective(F, y, clf.coef_[0], clf.intercept_[0], l2), clf
+
+
+def _scipy_objective(F, y, l2):
+    n, V = F.shape
+    Ft = np.hstack([F, np.ones((n, 1))])
+    reg = np.r_[np.full(V, l2), 0.0]
+
+    def fun(th):
+        z = Ft @ th
+        return np.mean(np.logaddexp(0, z) - y * z) + 0.5 * np.sum(reg * th * th)
+
+    def jac(th):
+        s = 1 / (1 + np.exp(-(Ft @ th)))
+        return Ft.T @ (s - y) / n + reg * th
+
+    def hessp(th, p):
+        s = 1 / (1 + np.exp(-(Ft @ th)))
+        return Ft.T @ ((s * (1 - s)) * (Ft @ p)) / n + reg * p
+
+    res = scipy_opt.minimize(fun, np.zeros(V + 1), jac=jac, hessp=hessp, method="trust-ncg",
+                             options={"gtol": 1e-12, "maxiter": 10_000})
+    return logistic_objective(F, y, res.x[:V], res.x[V], l2)
+
+
+@pytest.mark.parametrize("l2", [1e-2, 1e-4])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_sklearn_and_scipy_on_simplex_features(seed, l2):
+    F, y = _dirichlet_features(seed)
+    w, c, info = fit_logistic_head(F, y, l2)
+    ours = logistic_objective(F, y, w, c, l2)
+    sk, clf = _sklearn_objective(F, y, l2)
+    sp = _scipy_objective(F, y, l2)
+    assert info.converged and info.l2 == l2
+    assert abs(ours - sk) <= 1e-6 and abs(ours - sp) <= 1e-6
+    assert ours <= min(sk, sp) + 1e-9  # never worse than either independent solver
+    # same predictions as scikit-learn's head
+    assert (((torch.as_tensor(F) @ w + c) > 0).numpy() == clf.predict(F).astype(bool)).mean() >= 0.995
+
+
+@pytest.mark.parametrize("K,seed", [(4, 3), (12, 5), (25, 7)])
+def test_matches_independent_solvers_on_the_papers_G(K, seed):
+    """On the features the book's heads read, G(x) = W p(x) of the paper's generator (ill-conditioned:
+    nearby hidden states share a dominant symbol)."""
+    sp = _paper_features(K, seed)
+    F, y = sp["train"].G.numpy(), sp["train"].y.numpy()
+    l2 = 1e-3
+    w, c, info = fit_logistic_head(F, y, l2)
+    ours = info.objective
+    assert abs(ours - logistic_objective(F, y, w, c, l2)) <= 1e-12
+    sk, _ = _sklearn_objective(F, y, l2)
+    sp_obj = _scipy_objective(F, y, l2)
+    assert abs(ours - sk) <= 1e-6 and abs(ours - sp_obj) <= 1e-6
+    assert ours <= min(sk, sp_obj) + 1e-9
+
+
+def test_separable_data_small_penalty_converges_and_separates():
+    """Separable data: the minimiser is finite for l2 > 0, and with a small penalty it separates the data."""
+    g = np.random.default_rng(0)
+    F = g.dirichlet(np.ones(5), size=600)
+    F = F[np.abs(F[:, 0] - F[:, 1]) > 0.05][:300]  # a margin of 0.05 / sqrt(2)
+    y = (F[:, 0] > F[:, 1]).astype(np.int64)
+    w, c, info = fit_logistic_head(F, y, 1e-6)
+    assert info.converged and info.train_accuracy == 1.0
+    assert abs(info.objective - _scipy_objective(F, y, 1e-6)) <= 1e-6
+
+
+def test_validated_penalty_is_chosen_on_validation_data_and_beats_a_large_one():
+    """The validated head is at least as good on validation data as every penalty of the grid."""
+    sp = _paper_features(12, 11, n=1000)
+    w, c, info, path = fit_logistic_head_validated(sp["train"].G, sp["train"].y, sp["val"].G, sp["val"].y)
+    assert path[info.l2] == max(path.values())
+    assert info.l2 == max(l for l, a in path.items() if a == path[info.l2])  # ties go to the larger penalty
+
+
+def test_linear_head_has_the_same_decision():
+    F, y = _dirichlet_features(3)
+    w, c, _ = fit_logistic_head(F, y, 1e-3)
+    head = as_linear_head(w, c, dtype=torch.float64)
+    logits = head(torch.as_tensor(F))
+    assert torch.allclose(logits[:, 1] - logits[:, 0], torch.as_tensor(F) @ w + c, atol=1e-12)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        load_into_head(torch.nn.Linear(3, 2), w, c)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(features=np.ones(4), y=[0, 1, 0, 1]), "matrix"),
+    (dict(features=np.ones((4, 2)), y=[0, 1, 0]), "one label per row"),
+    (dict(features=np.ones((4, 2)), y=[0, 1, 2, 1]), "labels 0 and 1"),
+    (dict(features=np.ones((4, 2)), y=[0, 1, 0, 1], l2=0.0), "l2 must be"),
+    (dict(features=np.full((4, 2), np.nan), y=[0, 1, 0, 1]), "non-finite"),
+])
+def test_bad_input_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fit_logistic_head(**kwargs)
