@@ -1,0 +1,340 @@
+r"""The jobs of the reproduction grid and what one of them computes.
+
+A *job* is one (figure, size, seed, method) cell of the paper's grid. Jobs that share a figure, size
+and seed share the HMM, corpus, pretrained model and task (the paper's protocol, digest section 4.1:
+a new HMM, corpus, model and task per seed), so they run together as one *unit*
+(:func:`run_unit`), which pretrains (or loads from the model cache) once and returns one record per
+pending method.
+
+Methods (``model`` is ``trained`` or ``ideal``):
+
+* ``fig-b1`` (Fig. B1/B2; HMM ``paper_hmm(K, 10, seed=s)``): ``head`` (converged logistic regression
+  on the frozen masked LM's softmax at the ``[MASK]``), ``head_paper`` (the paper's protocol: AdamW,
+  lr 0.01, 100 epochs of batch 128, 500 warmup steps, linear decay), ``prompt`` (from the converged
+  head, ``prompt_restarts`` restarts chosen on validation), ``prefix`` and ``finetune`` (the first
+  ``extra_seeds`` seeds); on the ideal model, same HMM and task: ``ideal_head`` (converged),
+  ``ideal_head_adamw`` (the chapters' AdamW head) and ``ideal_prompt`` (from the converged head).
+* ``fig-b3`` (memory HMM ``paper_memory_hmm(n, 4, 10, seed=s)`` against the vanilla ``paper_hmm(4n, 10,
+  seed=s)``): ``memory_attention``, ``vanilla_head`` (converged), ``vanilla_head_paper`` and the ideal
+  ``ideal_memory_attention``, ``ideal_vanilla_head``.
+* ``ideal`` (chapters 3-4's sweep): ``ideal_head``, ``ideal_head_adamw``, ``ideal_prompt``, ``closed_form``.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..adapt.restarts import converged_head, frozen_features, prompt_from_converged_head
+from ..adapt.tasks import paper_task_and_splits, sub_seed
+from ..adapt.tuning import TuneConfig, tune_and_evaluate
+from ..hmm.generators import paper_hmm
+from ..hmm.inference import masked_conditional
+from ..lm.cache import pretrained_model
+from ..lm.device import default_device
+from .presets import Preset
+from .records import SCHEMA_VERSION, versions
+from .repro_presets import ReproGrid
+from .runners import model_input_len
+
+__all__ = ["FIGURES", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
+           "plan", "units", "run_unit"]
+
+FIGURES = ("fig-b1", "fig-b3", "ideal")
+FIG_B1_METHODS = ("head", "head_paper", "prompt", "ideal_head", "ideal_head_adamw", "ideal_prompt")
+EXTRA_METHODS = ("prefix", "finetune")
+FIG_B3_METHODS = ("memory_attention", "vanilla_head", "vanilla_head_paper", "ideal_memory_attention",
+                  "ideal_vanilla_head")
+IDEAL_METHODS = ("ideal_head", "ideal_head_adamw", "ideal_prompt", "closed_form")
+NUM_SYMBOLS = 10
+
+
+@dataclass(frozen=True, order=True)
+class Job:
+    """One cell: ``figure``, ``num_states`` (fig-b3: ``4 n_mem``), ``seed``, ``method``, at ``preset``."""
+
+    figure: str
+    num_states: int
+    seed: int
+    method: str
+    preset: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.figure}/{self.preset}/K{self.num_states:02d}/s{self.seed:02d}/{self.method}"
+
+    @property
+    def model(self) -> str:
+        return "ideal" if self.method.startswith("ideal") or self.method == "closed_form" else "trained"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Jobs sharing a figure, size and seed (one HMM, corpus, model and task)."""
+
+    figure: str
+    num_states: int
+    seed: int
+    methods: tuple[str, ...]
+    preset: str
+
+    def jobs(self) -> list[Job]:
+        return [Job(self.figure, self.num_states, self.seed, m, self.preset) for m in self.methods]
+
+
+def plan(figure: str, preset: Preset, grid: ReproGrid) -> list[Job]:
+    """Every job of ``figure`` (``fig-b1``, ``fig-b2`` (= fig-b1's jobs), ``fig-b3``, ``ideal`` or ``all``)."""
+    if figure == "all":
+        return [j for f in FIGURES for j in plan(f, preset, grid)]
+    if figure == "fig-b2":
+        figure = "fig-b1"
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; choose one of fig-b1, fig-b2, fig-b3, ideal, all.")
+    jobs = []
+    if figure == "fig-b1":
+        for K in grid.fig_b1_sizes:
+            for s in range(grid.fig_b1_seeds):
+                ms = FIG_B1_METHODS + (EXTRA_METHODS if s < grid.extra_seeds else ())
+                jobs += [Job(figure, K, s, m, preset.name) for m in ms]
+    elif figure == "fig-b3":
+        for n in grid.fig_b3_num_values:
+            for s in range(grid.fig_b3_seeds):
+                jobs += [Job(figure, preset.memory.num_syntax * n, s, m, preset.name) for m in FIG_B3_METHODS]
+    else:
+        for K in grid.ideal_sizes:
+            for s in range(grid.ideal_seeds):
+                jobs += [Job(figure, K, s, m, preset.name) for m in IDEAL_METHODS]
+    return sorted(jobs)
+
+
+def units(jobs: list[Job]) -> list[Unit]:
+    """Group ``jobs`` by (figure, size, seed), in a fixed order (largest size first, to balance a pool)."""
+    groups: dict[tuple, list[str]] = {}
+    for j in sorted(jobs):
+        groups.setdefault((j.figure, j.num_states, j.seed, j.preset), []).append(j.method)
+    out = [Unit(f, K, s, tuple(ms), p) for (f, K, s, p), ms in groups.items()]
+    return sorted(out, key=lambda u: (u.figure != "ideal", u.num_states, -u.seed), reverse=True)
+
+
+# --------------------------------------------------------------------------- one unit
+def _hmm_param_count(hmm) -> int:
+    return int(sum(t.numel() for t in (hmm.pi, hmm.A, hmm.W)))
+
+
+def _metrics(res: dict, *, trainable: int, total: int, pos0_tv: float | None, extra: dict) -> dict:
+    return {"test_accuracy": float(res["test"]["accuracy"]),
+            "val_accuracy": float(res["val"]["accuracy"]) if "val" in res else None,
+            "train_accuracy": float(res["train"]["accuracy"]), "majority_rate": float(res["test"]["majority_rate"]),
+            "pos0_tv": pos0_tv, "trainable_parameters": int(trainable), "total_parameters": int(total),
+            "extra": extra}
+
+
+def _head_extra(ch: dict) -> dict:
+    info = ch["info"]
+    return {"l2": info.l2, "objective": info.objective, "grad_norm": info.grad_norm, "iterations": info.iterations,
+            "converged": bool(info.converged), "val_by_l2": {f"{k:.0e}": v for k, v in ch["val_by_l2"].items()}}
+
+
+def _prompt_extra(pr: dict) -> dict:
+    return {"best_restart": pr["best"], "disagreement": pr["disagreement"], "test_spread": pr["test_spread"],
+            "restart_val": [r["val"]["accuracy"] for r in pr["restarts"]],
+            "restart_test": [r["test"]["accuracy"] for r in pr["restarts"]],
+            "head_test_accuracy": pr["head"]["test"]["accuracy"] if "head" in pr else None}
+
+
+def _pos0_test_tv(model, hmm, test) -> float:
+    """Mean TV between the model's ``[MASK]`` distribution and the exact :math:`G` given the same
+    (truncated) tokens, on the test inputs."""
+    q = frozen_features(model, test).double()
+    p = masked_conditional(hmm, test.x).double().cpu()
+    return float(0.5 * (p - q).abs().sum(1).mean())
+
+
+def _pretrained(hmm, preset: Preset, seed: int, cache: str | None, device) -> tuple[Any, float, dict]:
+    pt = preset.pretrain
+    t0, c0 = time.perf_counter(), time.process_time()
+    mcfg, tcfg = pt.model_config(NUM_SYMBOLS), pt.train_config("mlm", seed=seed)
+    res = pretrained_model(hmm, mcfg, tcfg, preset=preset.name, cache=cache, device=device, progress=False)
+    info = {"pretrain_s": time.perf_counter() - t0, "pretrain_cpu_s": time.process_time() - c0}
+    last = res.history[-1] if res.history else {}
+    return res, last.get("pos0_tv"), {"model": mcfg.to_dict(), "pretrain": tcfg.to_dict(), **info}
+
+
+def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list[tuple[str, dict, dict, dict, float]]:
+    sz, K, s = preset.tuning, unit.num_states, unit.seed
+    hmm = paper_hmm(K, NUM_SYMBOLS, seed=s)
+    task_seed = sub_seed(s, K, 1)
+    if unit.figure == "ideal":
+        split_sizes, task_seed = sz.split_sizes, sub_seed(s, K)  # chapters 3-4's ideal sweep
+    else:
+        split_sizes = sz.transformer_split_sizes
+    task, splits, tries = paper_task_and_splits(hmm, seed=task_seed, sizes=split_sizes, seq_len=sz.seq_len)
+    seeds = {"hmm": s, "task": task_seed, "task_tries": tries}
+    base_cfg = {"split_sizes": list(split_sizes), "seq_len": sz.seq_len, "num_symbols": NUM_SYMBOLS}
+    out = []
+    model, pos0, pre_cfg, ch_ideal, ch_trained = None, None, {}, None, None
+    for m in unit.methods:
+        t0, c0 = time.perf_counter(), time.process_time()
+        cfg: dict = dict(base_cfg)
+        if m.startswith("ideal") or m == "closed_form":
+            n_total = _hmm_param_count(hmm)
+            if m == "ideal_head" or (m == "ideal_prompt" and ch_ideal is None):
+                ch_ideal = ch_ideal or converged_head(hmm, splits)
+            if m == "ideal_head":
+                met = _metrics(ch_ideal, trainable=ch_ideal["parameters"]["trainable"],
+                               total=n_total + ch_ideal["parameters"]["trainable"], pos0_tv=None,
+                               extra=_head_extra(ch_ideal))
+            elif m == "ideal_head_adamw":
+                tc = sz.tune_config("head", "ideal", seed=s)
+                r = tune_and_evaluate(hmm, tc, splits)
+                cfg["tune"] = tc.to_dict()
+                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=None,
+                               extra={})
+            elif m == "ideal_prompt":
+                tc = sz.tune_config("prompt", "ideal", seed=s)
+                pr = prompt_from_converged_head(hmm, tc, splits, num_restarts=grid.prompt_restarts,
+                                                head=(ch_ideal["weight"], ch_ideal["bias"]))
+                cfg["tune"] = tc.to_dict()
+                met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
+                               pos0_tv=None, extra={**_prompt_extra(pr), "head_test_accuracy": ch_ideal["test"]["accuracy"]})
+            else:  # closed_form: b = (W^+)^T mu
+                from ..adapt.theory import closed_form_head
+
+                b = closed_form_head(hmm.W, task.mu)
+                res = {k: {"accuracy": float(((ds.G @ b >= 0).long() == ds.y).double().mean()),
+                           "majority_rate": ds.majority_rate} for k, ds in splits.items()}
+                met = _metrics(res, trainable=0, total=n_total, pos0_tv=None, extra={})
+        else:
+            if model is None:
+                res_pt, pos0, pre_cfg = _pretrained(hmm, preset, s, cache, device)
+                model = res_pt.model
+                n_model = sum(p.numel() for p in model.parameters())
+                cut = {k: d.truncate(model_input_len(preset, "head")) for k, d in splits.items()}
+                pos0_test = _pos0_test_tv(model, hmm, cut["test"])
+                t0, c0 = time.perf_counter(), time.process_time()  # job time excludes the shared pretraining
+            cfg.update({k: v for k, v in pre_cfg.items() if not k.startswith("pretrain_")})
+            cut_m = {k: d.truncate(model_input_len(preset, m)) for k, d in splits.items()}
+            cfg["model_input_len"] = model_input_len(preset, m)
+            extra: dict = {"pos0_tv_test": pos0_test}
+            if m == "head" or (m == "prompt" and ch_trained is None):
+                ch_trained = ch_trained or converged_head(model, cut_m if m == "head" else cut)
+            if m == "head":
+                met = _metrics(ch_trained, trainable=ch_trained["parameters"]["trainable"],
+                               total=n_model + ch_trained["parameters"]["trainable"], pos0_tv=pos0,
+                               extra={**extra, **_head_extra(ch_trained)})
+            elif m == "prompt":
+                tc = sz.tune_config("prompt", "transformer", seed=s)
+                pr = prompt_from_converged_head(model, tc, cut_m, num_restarts=grid.prompt_restarts,
+                                                head=(ch_trained["weight"], ch_trained["bias"]))
+                cfg["tune"] = tc.to_dict()
+                met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
+                               pos0_tv=pos0, extra={**extra, **_prompt_extra(pr),
+                                                    "head_test_accuracy": ch_trained["test"]["accuracy"]})
+            else:
+                tc = (TuneConfig.paper("head", seed=s) if m == "head_paper"
+                      else sz.tune_config(m, "transformer", seed=s))
+                r = tune_and_evaluate(model, tc, cut_m)
+                cfg["tune"] = tc.to_dict()
+                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
+                               extra=extra)
+        out.append((m, met, cfg, seeds, time.perf_counter() - t0, time.process_time() - c0))
+    return out, pre_cfg.get("pretrain_s"), pre_cfg.get("pretrain_cpu_s")
+
+
+def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
+    from ..memory.attention_head import AttentionHeadTuner
+    from ..memory.model import paper_memory_hmm, to_hmm
+    from ..memory.tasks import memory_task_and_splits
+
+    sz, s = preset.memory, unit.seed
+    n = unit.num_states // sz.num_syntax
+    mem = paper_memory_hmm(n, sz.num_syntax, sz.num_symbols, seed=s)
+    van = paper_hmm(unit.num_states, sz.num_symbols, seed=s)
+    ideal_mem = "ideal_memory_attention" in unit.methods
+    _, msplits, mtries = memory_task_and_splits(mem, seed=s, sizes=sz.split_sizes, seq_len=sz.seq_len,
+                                                with_conditionals=ideal_mem)
+    _, vsplits, vtries = paper_task_and_splits(van, seed=s, sizes=sz.split_sizes, seq_len=sz.seq_len)
+    seeds = {"hmm": s, "task": s, "task_tries": [mtries, vtries]}
+    base = {"split_sizes": list(sz.split_sizes), "seq_len": sz.seq_len, "num_symbols": sz.num_symbols,
+            "num_values": n, "num_syntax": sz.num_syntax, "model_len": sz.model_len}
+    tc = sz.tune_config(seed=s)
+    out, pre, models = [], [0.0, 0.0], {}
+
+    def trained(which):
+        if which not in models:
+            res, pos0, pcfg = _pretrained(to_hmm(mem) if which == "memory" else van, preset, s, cache, device)
+            pre[0] += pcfg.pop("pretrain_s")
+            pre[1] += pcfg.pop("pretrain_cpu_s")
+            models[which] = (res.model, pos0, pcfg)
+        return models[which]
+
+    for m in unit.methods:
+        t0, c0, p0 = time.perf_counter(), time.process_time(), list(pre)
+        cfg = dict(base)
+        if m in ("memory_attention", "ideal_memory_attention"):
+            if m == "memory_attention":
+                model, pos0, pcfg = trained("memory")
+                cfg.update(pcfg)
+                tuner = AttentionHeadTuner(model, tc, model_len=sz.model_len)
+            else:
+                pos0, tuner = None, AttentionHeadTuner(mem, tc)
+            tuner.fit(msplits["train"], msplits["val"])
+            res = {k: tuner.evaluate(ds) for k, ds in msplits.items()}
+            cfg["tune"] = tc.to_dict()
+            met = _metrics(res, trainable=tuner.num_trainable_parameters, total=tuner.num_total_parameters,
+                           pos0_tv=pos0, extra={})
+        elif m == "ideal_vanilla_head":
+            ch = converged_head(van, vsplits)
+            met = _metrics(ch, trainable=ch["parameters"]["trainable"],
+                           total=_hmm_param_count(van) + ch["parameters"]["trainable"], pos0_tv=None,
+                           extra=_head_extra(ch))
+        else:
+            model, pos0, pcfg = trained("vanilla")
+            cfg.update(pcfg)
+            cut = {k: d.truncate(min(sz.model_len, d.x.shape[1])) for k, d in vsplits.items()}
+            if m == "vanilla_head":
+                ch = converged_head(model, cut)
+                met = _metrics(ch, trainable=ch["parameters"]["trainable"],
+                               total=sum(p.numel() for p in model.parameters()) + ch["parameters"]["trainable"],
+                               pos0_tv=pos0, extra=_head_extra(ch))
+            else:
+                tcp = TuneConfig.paper("head", seed=s)
+                r = tune_and_evaluate(model, tcp, cut)
+                cfg["tune"] = tcp.to_dict()
+                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
+                               extra={})
+        dt = time.perf_counter() - t0 - (pre[0] - p0[0])  # job time excludes the pretraining
+        out.append((m, met, cfg, seeds, dt, time.process_time() - c0 - (pre[1] - p0[1])))
+    return out, pre[0], pre[1]
+
+
+def run_unit(unit: Unit, preset: Preset, grid: ReproGrid, *, cache: str | None = None, threads: int | None = 1,
+             device: str | None = None) -> list[dict]:
+    """Run every method of ``unit`` and return one record per method (see :mod:`hmmlib.experiments.records`).
+
+    ``threads`` fixes torch's intra-op threads (1 by default: one job per core, and results that do not
+    depend on the thread count); ``cache`` is the pretrained-model cache folder (default:
+    :func:`hmmlib.lm.cache.cache_dir`)."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    dev = torch.device(device) if device is not None else default_device()
+    t0 = time.perf_counter()
+    if unit.figure == "fig-b3":
+        rows, pre_s, pre_cpu = _b3_unit(unit, preset, grid, cache, dev)
+    else:
+        rows, pre_s, pre_cpu = _b1_unit(unit, preset, grid, cache, dev)
+    total = time.perf_counter() - t0
+    ver, host = versions(), platform.node()
+    recs = []
+    for m, met, cfg, seeds, dt, cpu in rows:
+        job = Job(unit.figure, unit.num_states, unit.seed, m, preset.name)
+        recs.append({"schema": SCHEMA_VERSION, "id": job.id, "figure": unit.figure, "preset": preset.name,
+                     "num_states": unit.num_states, "seed": unit.seed, "method": m, "model": job.model,
+                     "metrics": met, "configs": {**cfg, "grid": grid.to_dict()}, "seeds": seeds,
+                     "timing": {"job_s": max(0.0, dt), "job_cpu_s": max(0.0, cpu), "unit_s": total,
+                                "pretrain_s": pre_s, "pretrain_cpu_s": pre_cpu},
+                     "device": str(dev.type), "host": host, "versions": ver})
+    return recs

@@ -1,0 +1,92 @@
+"""The reproduction grids (which sizes and how many seeds per figure) and the ``repro`` preset.
+
+``repro`` sits between ``default`` and ``paper``: the default preset's model shape, pretrained
+longer, and the paper's full grid of sizes with at least 10 seeds for head and prompt tuning, sized
+(by measurement, see :data:`REPRO_MEASUREMENTS`) to finish on a 2-core CPU in at most 3 hours.
+:func:`resolve_preset` returns a :class:`~hmmlib.experiments.presets.Preset` and a :class:`ReproGrid`
+for any of ``ci``, ``default``, ``repro`` and ``paper``. (Until ``presets.py`` knows ``repro``,
+this module builds it from ``default`` with :func:`dataclasses.replace`.)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .presets import Preset, get_preset
+
+__all__ = ["ReproGrid", "GRIDS", "REPRO_PRESET_NAMES", "repro_preset", "resolve_preset", "REPRO_MEASUREMENTS"]
+
+REPRO_PRESET_NAMES = ("ci", "default", "repro", "paper")
+
+
+@dataclass(frozen=True)
+class ReproGrid:
+    """Which cells of the paper's grid a preset runs.
+
+    Attributes:
+        fig_b1_sizes: hidden-state counts of Fig. B1/B2 (10 symbols); fig_b1_seeds: seeds per size
+            for head and prompt tuning (each seed: a new HMM, corpus, pretrained model and task).
+        extra_seeds: seeds (the first ones) that also run prefix tuning and fine-tuning.
+        fig_b3_num_values: memory sizes ``n_mem`` of Fig. B3 (``4 n_mem`` hidden states);
+            fig_b3_seeds: seeds per size.
+        ideal_sizes, ideal_seeds: the ideal-model sweep of chapters 3 and 4.
+        prompt_restarts: prompt initialisations per job, the best on validation kept.
+    """
+
+    fig_b1_sizes: tuple[int, ...]
+    fig_b1_seeds: int
+    extra_seeds: int
+    fig_b3_num_values: tuple[int, ...]
+    fig_b3_seeds: int
+    ideal_sizes: tuple[int, ...]
+    ideal_seeds: int
+    prompt_restarts: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PAPER_SIZES = (4, 8, 10, 12, 15, 25, 30)
+
+GRIDS: dict[str, ReproGrid] = {
+    "ci": ReproGrid(fig_b1_sizes=(4, 12), fig_b1_seeds=2, extra_seeds=1, fig_b3_num_values=(2, 3), fig_b3_seeds=1,
+                    ideal_sizes=(4, 10, 25), ideal_seeds=2, prompt_restarts=2),
+    "default": ReproGrid(fig_b1_sizes=(4, 10, 12, 30), fig_b1_seeds=3, extra_seeds=1, fig_b3_num_values=(2, 3, 5, 7),
+                         fig_b3_seeds=2, ideal_sizes=_PAPER_SIZES, ideal_seeds=20, prompt_restarts=3),
+    "repro": ReproGrid(fig_b1_sizes=_PAPER_SIZES, fig_b1_seeds=10, extra_seeds=3, fig_b3_num_values=(2, 3, 5, 7),
+                       fig_b3_seeds=5, ideal_sizes=_PAPER_SIZES, ideal_seeds=20, prompt_restarts=3),
+    "paper": ReproGrid(fig_b1_sizes=_PAPER_SIZES, fig_b1_seeds=20, extra_seeds=5, fig_b3_num_values=(2, 3, 5, 7),
+                       fig_b3_seeds=5, ideal_sizes=_PAPER_SIZES, ideal_seeds=20, prompt_restarts=3),
+}
+
+#: Measured seconds per job on one core of the shared 2-core development machine (see the
+#: report of issue 10); :func:`hmmlib.experiments.pipeline.estimate` measures its own step times.
+REPRO_MEASUREMENTS: dict[str, float] = {}
+
+
+def repro_preset() -> Preset:
+    """The ``repro`` preset: ``default``'s model shape, context (64 positions) and tuning steps,
+    pretrained 2400 steps instead of 900 (position-0 TV to the exact :math:`G(x)` about 0.06 at 30
+    states instead of about 0.15), with the paper's split sizes (5000/500/1000)."""
+    d = get_preset("default")
+    pretrain = replace(d.pretrain, num_steps=2400, warmup_steps=100, eval_every=600, num_states_sweep=_PAPER_SIZES)
+    tuning = replace(d.tuning, transformer_num_states=_PAPER_SIZES, transformer_num_seeds=10,
+                     transformer_split_sizes=(5000, 500, 1000))
+    memory = replace(d.memory, num_seeds=5, split_sizes=(5000, 500, 1000), transformer_num_values=(2, 3, 5, 7))
+    return replace(d, name="repro", pretrain=pretrain, tuning=tuning, memory=memory)
+
+
+def resolve_preset(name: str | Preset, grid: ReproGrid | None = None) -> tuple[Preset, ReproGrid]:
+    """The preset and grid for ``name`` (``ci``, ``default``, ``repro`` or ``paper``); a
+    :class:`Preset` passes through, with ``grid`` or else the grid of its name."""
+    if grid is not None and not isinstance(grid, ReproGrid):
+        raise ValueError(f"grid must be a ReproGrid; got {type(grid).__name__}.")
+    if isinstance(name, Preset):
+        if grid is not None:
+            return name, grid
+        if name.name not in GRIDS:
+            raise ValueError(f"no reproduction grid for preset {name.name!r}; use one of {', '.join(GRIDS)}.")
+        return name, GRIDS[name.name]
+    key = str(name).strip().lower()
+    if key not in GRIDS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(REPRO_PRESET_NAMES)}.")
+    return (repro_preset() if key == "repro" else get_preset(key)), grid or GRIDS[key]
