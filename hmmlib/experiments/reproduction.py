@@ -1,0 +1,166 @@
+r"""Reading the pipeline's records for chapter 6: per-size summaries over seeds, paired differences,
+and the paper's numbers (digest section 4.10, decoded from the official figure files).
+
+Intervals over seeds are Student-t 95% intervals of the mean, :math:`\bar a \pm t_{0.975,n-1}\,s/\sqrt n`
+(``None`` for one seed). Paired comparisons use the exact sign-flip (permutation) test of the mean
+paired difference over seeds, which assumes only that, under the null hypothesis, each seed's
+difference is as likely to be positive as negative.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .pipeline import DEFAULT_RESULTS, results_path
+from .records import load_records
+
+__all__ = ["PAPER_B1", "PAPER_B1_BAND", "PAPER_A1", "PAPER_B2", "PAPER_B3", "PAPER_A2", "Summary", "load",
+           "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
+
+#: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy}.
+PAPER_B1: dict[str, dict[int, float]] = {
+    "prompt": {4: 1.000, 8: 1.000, 10: 0.976, 12: 0.986, 15: 0.938, 25: 0.693, 30: 0.762},
+    "head": {4: 1.000, 8: 0.925, 10: 0.885, 12: 0.653, 15: 0.711, 25: 0.625, 30: 0.675},
+}
+#: Fig. B1 band half-widths (their definition is not recoverable from the figure file).
+PAPER_B1_BAND: dict[str, dict[int, float]] = {
+    "prompt": {4: 0.0, 8: 0.0, 10: 0.032, 12: 0.008, 15: 0.014, 25: 0.049, 30: 0.078},
+    "head": {4: 0.0, 8: 0.014, 10: 0.073, 12: 0.048, 15: 0.072, 25: 0.063, 30: 0.109},
+}
+#: Fig. A1 (set A, percent converted to fractions; no 12-state point): method -> {K: (mean, low, high)}.
+PAPER_A1: dict[str, dict[int, tuple[float, float, float]]] = {
+    "prompt": {4: (0.997, 0.994, 1.000), 8: (0.970, 0.938, 1.002), 10: (0.930, 0.884, 0.975),
+               15: (0.870, 0.804, 0.935), 25: (0.748, 0.667, 0.829), 30: (0.751, 0.683, 0.819)},
+    "head": {4: (0.940, 0.884, 0.996), 8: (0.840, 0.783, 0.896), 10: (0.797, 0.749, 0.845),
+             15: (0.746, 0.699, 0.794), 25: (0.661, 0.612, 0.711), 30: (0.662, 0.621, 0.704)},
+}
+#: Fig. B2: "Prompt Acc - Head Acc" in accuracy (not the difference of the B1 means).
+PAPER_B2: dict[int, float] = {4: 0.000, 8: 0.001, 10: 0.076, 12: 0.142, 15: 0.221, 25: 0.237, 30: 0.272}
+#: Fig. B3: total hidden states -> (memory HMM + attention, vanilla HMM + linear head).
+PAPER_B3: dict[int, tuple[float, float]] = {8: (1.000, 0.925), 12: (1.000, 0.653), 20: (1.000, 0.726),
+                                            28: (0.989, 0.732)}
+#: Fig. A2 (fractions): total hidden states -> (memory + attention, vanilla + linear) means.
+PAPER_A2: dict[int, tuple[float, float]] = {8: (0.998, 0.832), 12: (0.999, 0.807), 20: (0.999, 0.644),
+                                            28: (0.978, 0.662)}
+
+# two-sided 95% Student-t quantiles t_{0.975, df}
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t_quantile(df: int) -> float:
+    """:math:`t_{0.975,\\mathrm{df}}` (tabulated; the next smaller tabulated df above 30, 1.960 beyond 120)."""
+    if df < 1:
+        raise ValueError(f"df must be at least 1; got {df}.")
+    if df in _T975:
+        return _T975[df]
+    smaller = [d for d in _T975 if d <= df]
+    return 1.960 if df > 120 else _T975[max(smaller)]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Test accuracy of one (figure, method, size) over seeds: mean, 95% t-interval half-width
+    (``None`` for one seed), standard deviation, number of seeds, and the mean majority rate."""
+
+    mean: float
+    half_width: float | None
+    std: float
+    n: int
+    majority: float
+
+
+def load(preset: str, figure: str, results: str | os.PathLike = DEFAULT_RESULTS) -> list[dict]:
+    """The records of ``figure`` (``fig-b1``, ``fig-b3`` or ``ideal``) at ``preset``."""
+    path = results_path(results, preset, figure)
+    if not Path(path).exists():
+        raise ValueError(f"no records at {path}; run python -m hmmlib.experiments.reproduce {figure} --preset {preset}.")
+    return load_records(path)
+
+
+def accuracy_table(records: list[dict], metric: str = "test_accuracy") -> dict[tuple[str, int], dict[int, float]]:
+    """``{(method, num_states): {seed: metric}}``."""
+    out: dict[tuple[str, int], dict[int, float]] = {}
+    for r in records:
+        out.setdefault((r["method"], r["num_states"]), {})[r["seed"]] = r["metrics"][metric]
+    return out
+
+
+def summarize(records: list[dict]) -> dict[tuple[str, int], Summary]:
+    """A :class:`Summary` of the test accuracy per (method, num_states)."""
+    maj: dict[tuple[str, int], list[float]] = {}
+    for r in records:
+        maj.setdefault((r["method"], r["num_states"]), []).append(r["metrics"]["majority_rate"])
+    out = {}
+    for key, by_seed in accuracy_table(records).items():
+        a = np.array([by_seed[s] for s in sorted(by_seed)], dtype=np.float64)
+        n = a.size
+        sd = float(a.std(ddof=1)) if n > 1 else 0.0
+        out[key] = Summary(float(a.mean()), t_quantile(n - 1) * sd / math.sqrt(n) if n > 1 else None, sd, n,
+                           float(np.mean(maj[key])))
+    return out
+
+
+def sign_flip_pvalue(d: np.ndarray, alternative: str = "greater") -> float:
+    r"""Exact sign-flip p-value of the mean of paired differences ``d`` (all :math:`2^n` sign patterns
+    for :math:`n\le 20`, else 200,000 seeded random ones): ``greater`` tests mean > 0, ``less`` mean < 0,
+    ``two-sided`` :math:`|\text{mean}|`."""
+    d = np.asarray(d, dtype=np.float64)
+    n = d.size
+    if n == 0:
+        raise ValueError("need at least one paired difference.")
+    if n <= 20:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    else:
+        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(200_000, n))
+    stats = signs @ d / n
+    obs = d.mean()
+    eps = 1e-12
+    if alternative == "greater":
+        return float(np.mean(stats >= obs - eps))
+    if alternative == "less":
+        return float(np.mean(stats <= obs + eps))
+    if alternative == "two-sided":
+        return float(np.mean(np.abs(stats) >= abs(obs) - eps))
+    raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided'; got {alternative!r}.")
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Per-seed differences ``a - b`` at one size: their mean, median, 95% t-interval of the mean
+    (``None`` for one seed), the sign-flip p-value of mean > 0, and the seeds used (those with both)."""
+
+    mean: float
+    median: float
+    low: float | None
+    high: float | None
+    p_greater: float
+    n: int
+    diffs: tuple[float, ...]
+
+
+def paired(records: list[dict], a: str, b: str) -> dict[int, Paired]:
+    """:class:`Paired` differences of test accuracy, method ``a`` minus method ``b``, per size."""
+    tab = accuracy_table(records)
+    out = {}
+    for K in sorted({k for (_, k) in tab}):
+        A, B = tab.get((a, K), {}), tab.get((b, K), {})
+        seeds = sorted(set(A) & set(B))
+        if not seeds:
+            continue
+        d = np.array([A[s] - B[s] for s in seeds])
+        n = d.size
+        if n > 1:
+            hw = t_quantile(n - 1) * d.std(ddof=1) / math.sqrt(n)
+            low, high = float(d.mean() - hw), float(d.mean() + hw)
+        else:
+            low = high = None
+        out[K] = Paired(float(d.mean()), float(np.median(d)), low, high, sign_flip_pvalue(d), n, tuple(map(float, d)))
+    return out
