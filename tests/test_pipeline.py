@@ -3,7 +3,6 @@ idempotent and resumable runs (a run killed halfway and restarted gives the same
 uninterrupted one), a process pool and Ray giving the same records as one process."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -36,9 +35,12 @@ from hmmlib.experiments.repro_presets import ReproGrid
 ci = get_preset("ci")
 PRESET = dataclasses.replace(
     ci, name="tiny",
-    pretrain=dataclasses.replace(ci.pretrain, num_steps=20, eval_every=20, eval_num_seqs=16, batch_size=8),
-    tuning=dataclasses.replace(ci.tuning, transformer_split_sizes=(60, 40, 40), transformer_num_steps=4,
-                               transformer_batch_size=16, num_steps=20, seq_len=24),
+    pretrain=dataclasses.replace(ci.pretrain, train=dataclasses.replace(
+        ci.pretrain.train, num_steps=20, eval_every=20, eval_num_seqs=16, batch_size=8)),
+    tuning=dataclasses.replace(
+        ci.tuning, transformer_split_sizes=(60, 40, 40), seq_len=24,
+        ideal={k: c.replace(num_steps=20) for k, c in ci.tuning.ideal.items()},
+        transformer={k: c.replace(num_steps=4, batch_size=16) for k, c in ci.tuning.transformer.items()}),
 )
 GRID = ReproGrid(fig_b1_sizes=(4,), fig_b1_seeds=2, extra_seeds=1, fig_b3_num_values=(2,), fig_b3_seeds=1,
                  ideal_sizes=(4,), ideal_seeds=1, prompt_restarts=2)
@@ -124,7 +126,7 @@ def test_repro_grid_has_the_issue_s_seeds_and_sizes():
     assert all(len({j.seed for j in b3 if j.num_states == K}) >= 5 for K in (8, 12, 20, 28))
     assert len(plan("fig-b2", preset, grid)) == len(jobs)
     assert len(units(jobs)) == 70  # one pretrained model per (size, seed)
-    assert preset.name == "repro" and preset.pretrain.num_steps > get_preset("default").pretrain.num_steps
+    assert preset.name == "repro" and preset.pretrain.train.num_steps > get_preset("default").pretrain.train.num_steps
 
 
 def test_plan_and_preset_errors():
@@ -221,4 +223,4 @@ def test_dry_run_prints_the_plan_and_an_estimate(reference, capsys):
     assert "fig-b1 at preset 'ci'" in text and "hours" in text and "ms per pretraining step" in text
     est = pipeline.estimate("fig-b1", "ci", results=base / "results", step_times=(0.01, 0.02))
     # the whole ci grid: 2 sizes x 2 seeds, one pretraining each; none of its jobs is in this results folder
-    assert est.pretrainings == 4 and est.done == 0 and est.seconds > 4 * get_preset("ci").pretrain.num_steps * 0.01
+    assert est.pretrainings == 4 and est.done == 0 and est.seconds > 4 * get_preset("ci").pretrain.train.num_steps * 0.01

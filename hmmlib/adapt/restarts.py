@@ -15,31 +15,37 @@ from typing import Any
 
 import torch
 
+from .api import make_tuner
+from .configs import HeadConfig, TuneConfig
 from .logistic import L2_GRID, fit_logistic_head_validated, load_into_head
 from .tasks import sub_seed
-from .tuning import TuneConfig, make_tuner
 
 __all__ = ["frozen_features", "converged_head", "prompt_from_converged_head"]
 
 
-def frozen_features(model: Any, dataset) -> torch.Tensor:
+def frozen_features(model: Any, dataset, max_positions: int | None = None) -> torch.Tensor:
     r"""What a head on the frozen ``model`` reads for each example, ``(N, V)``: :math:`G(x) = W p(x)`
-    for the ideal model (an :class:`~hmmlib.HMM`), the softmax at the ``[MASK]`` for a trained masked LM."""
-    return make_tuner(model, TuneConfig(method="head")).features(dataset).detach().cpu()
+    for the ideal model (an :class:`~hmmlib.HMM`), the softmax at the ``[MASK]`` for a trained masked LM
+    reading at most ``max_positions`` positions (:class:`hmmlib.lm.inputs.InputLayout`)."""
+    from ..hmm.model import HMM
+
+    cfg = HeadConfig() if isinstance(model, HMM) else HeadConfig(max_positions=max_positions)
+    return make_tuner(model, cfg).features(dataset).detach().cpu()
 
 
 def _accuracy(F: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> float:
     return float((((F.double() @ w + c) > 0).long() == y.cpu()).double().mean())
 
 
-def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_GRID) -> dict[str, Any]:
-    """The converged linear head on ``model``'s frozen features of ``splits["train"]``, penalty chosen
-    on ``splits["val"]``.
+def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_GRID,
+                   max_positions: int | None = None) -> dict[str, Any]:
+    """The converged linear head on ``model``'s frozen features (:func:`frozen_features`) of
+    ``splits["train"]``, penalty chosen on ``splits["val"]``.
 
     Returns ``{"weight", "bias", "info" (LogisticInfo), "val_by_l2", "<split>": {"accuracy",
     "majority_rate"}}`` for every split, and ``"parameters"``: ``{"trainable": V + 1}`` (the two-class
     head ``nn.Linear(V, 2)`` it loads into has ``2V + 2``, of which half are redundant)."""
-    feats = {k: frozen_features(model, ds) for k, ds in splits.items()}
+    feats = {k: frozen_features(model, ds, max_positions) for k, ds in splits.items()}
     if "val" not in splits:
         raise ValueError("converged_head chooses the penalty on splits['val']; add a validation split.")
     w, c, info, path = fit_logistic_head_validated(feats["train"], splits["train"].y, feats["val"], splits["val"].y,
@@ -53,7 +59,8 @@ def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_
 
 def prompt_from_converged_head(model: Any, cfg: TuneConfig, splits: dict, *, num_restarts: int = 3,
                                head: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Prompt tuning (``cfg.method == "prompt"``) with the head started at the converged one, from
+    """Prompt tuning (a :class:`~hmmlib.adapt.PromptTuningConfig` on a trained masked LM, a
+    :class:`~hmmlib.adapt.FakeTokenPromptConfig` on the ideal model) with the head started at the converged one, from
     ``num_restarts`` prompt initialisations; keeps the restart with the best validation accuracy
     (ties: the earliest).
 
@@ -71,7 +78,7 @@ def prompt_from_converged_head(model: Any, cfg: TuneConfig, splits: dict, *, num
         raise ValueError("restarts are selected on splits['val']; add a validation split.")
     ch = None
     if head is None:
-        ch = converged_head(model, splits)
+        ch = converged_head(model, splits, max_positions=getattr(cfg, "max_positions", None))
         head = (ch["weight"], ch["bias"])
     runs, preds = [], []
     for r in range(num_restarts):

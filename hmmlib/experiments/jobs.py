@@ -28,17 +28,18 @@ from typing import Any
 
 import torch
 
+from ..adapt.api import tune_and_evaluate
+from ..adapt.configs import HeadConfig
 from ..adapt.restarts import converged_head, frozen_features, prompt_from_converged_head
 from ..adapt.tasks import paper_task_and_splits, sub_seed
-from ..adapt.tuning import TuneConfig, tune_and_evaluate
 from ..hmm.generators import paper_hmm
 from ..hmm.inference import masked_conditional
 from ..lm.cache import pretrained_model
 from ..lm.device import default_device
+from ..lm.inputs import InputLayout
 from .presets import Preset
 from .records import SCHEMA_VERSION, versions
 from .repro_presets import ReproGrid
-from .runners import model_input_len
 
 __all__ = ["FIGURES", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
            "plan", "units", "run_unit"]
@@ -145,19 +146,24 @@ def _prompt_extra(pr: dict) -> dict:
             "head_test_accuracy": pr["head"]["test"]["accuracy"] if "head" in pr else None}
 
 
-def _pos0_test_tv(model, hmm, test) -> float:
+def _pos0_test_tv(model, hmm, test, max_positions: int | None) -> float:
     """Mean TV between the model's ``[MASK]`` distribution and the exact :math:`G` given the same
     (truncated) tokens, on the test inputs."""
-    q = frozen_features(model, test).double()
-    p = masked_conditional(hmm, test.x).double().cpu()
+    q = frozen_features(model, test, max_positions).double()
+    n = InputLayout(model.cfg, 0, max_positions).max_tokens
+    p = masked_conditional(hmm, test.x[:, :n]).double().cpu()
     return float(0.5 * (p - q).abs().sum(1).mean())
 
 
+def _paper_head(seed: int, max_positions: int | None) -> HeadConfig:
+    """The paper's head protocol (AdamW, lr 0.01, 100 epochs of batch 128, 500 warmup steps, linear decay)."""
+    return HeadConfig.paper(seed=seed, max_positions=max_positions, log_every=10**9)
+
+
 def _pretrained(hmm, preset: Preset, seed: int, cache: str | None, device) -> tuple[Any, float, dict]:
-    pt = preset.pretrain
     t0, c0 = time.perf_counter(), time.process_time()
-    mcfg, tcfg = pt.model_config(NUM_SYMBOLS), pt.train_config("mlm", seed=seed)
-    res = pretrained_model(hmm, mcfg, tcfg, preset=preset.name, cache=cache, device=device, progress=False)
+    mcfg, tcfg = preset.pretrain.configs(NUM_SYMBOLS, "mlm", seed=seed)
+    res = pretrained_model(hmm, mcfg, tcfg, cache=cache, device=device, progress=False)
     info = {"pretrain_s": time.perf_counter() - t0, "pretrain_cpu_s": time.process_time() - c0}
     last = res.history[-1] if res.history else {}
     return res, last.get("pos0_tv"), {"model": mcfg.to_dict(), "pretrain": tcfg.to_dict(), **info}
@@ -212,31 +218,28 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
                 res_pt, pos0, pre_cfg = _pretrained(hmm, preset, s, cache, device)
                 model = res_pt.model
                 n_model = sum(p.numel() for p in model.parameters())
-                cut = {k: d.truncate(model_input_len(preset, "head")) for k, d in splits.items()}
-                pos0_test = _pos0_test_tv(model, hmm, cut["test"])
+                head_pos = sz.tune_config("head", "transformer").max_positions
+                pos0_test = _pos0_test_tv(model, hmm, splits["test"], head_pos)
                 t0, c0 = time.perf_counter(), time.process_time()  # job time excludes the shared pretraining
             cfg.update({k: v for k, v in pre_cfg.items() if not k.startswith("pretrain_")})
-            cut_m = {k: d.truncate(model_input_len(preset, m)) for k, d in splits.items()}
-            cfg["model_input_len"] = model_input_len(preset, m)
             extra: dict = {"pos0_tv_test": pos0_test}
             if m == "head" or (m == "prompt" and ch_trained is None):
-                ch_trained = ch_trained or converged_head(model, cut_m if m == "head" else cut)
+                ch_trained = ch_trained or converged_head(model, splits, max_positions=head_pos)
             if m == "head":
                 met = _metrics(ch_trained, trainable=ch_trained["parameters"]["trainable"],
                                total=n_model + ch_trained["parameters"]["trainable"], pos0_tv=pos0,
                                extra={**extra, **_head_extra(ch_trained)})
             elif m == "prompt":
                 tc = sz.tune_config("prompt", "transformer", seed=s)
-                pr = prompt_from_converged_head(model, tc, cut_m, num_restarts=grid.prompt_restarts,
+                pr = prompt_from_converged_head(model, tc, splits, num_restarts=grid.prompt_restarts,
                                                 head=(ch_trained["weight"], ch_trained["bias"]))
                 cfg["tune"] = tc.to_dict()
                 met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
                                pos0_tv=pos0, extra={**extra, **_prompt_extra(pr),
                                                     "head_test_accuracy": ch_trained["test"]["accuracy"]})
             else:
-                tc = (TuneConfig.paper("head", seed=s) if m == "head_paper"
-                      else sz.tune_config(m, "transformer", seed=s))
-                r = tune_and_evaluate(model, tc, cut_m)
+                tc = _paper_head(s, head_pos) if m == "head_paper" else sz.tune_config(m, "transformer", seed=s)
+                r = tune_and_evaluate(model, tc, splits)
                 cfg["tune"] = tc.to_dict()
                 met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
                                extra=extra)
@@ -259,7 +262,7 @@ def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
     _, vsplits, vtries = paper_task_and_splits(van, seed=s, sizes=sz.split_sizes, seq_len=sz.seq_len)
     seeds = {"hmm": s, "task": s, "task_tries": [mtries, vtries]}
     base = {"split_sizes": list(sz.split_sizes), "seq_len": sz.seq_len, "num_symbols": sz.num_symbols,
-            "num_values": n, "num_syntax": sz.num_syntax, "model_len": sz.model_len}
+            "num_values": n, "num_syntax": sz.num_syntax}
     tc = sz.tune_config(seed=s)
     out, pre, models = [], [0.0, 0.0], {}
 
@@ -278,7 +281,7 @@ def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
             if m == "memory_attention":
                 model, pos0, pcfg = trained("memory")
                 cfg.update(pcfg)
-                tuner = AttentionHeadTuner(model, tc, model_len=sz.model_len)
+                tuner = AttentionHeadTuner(model, tc)
             else:
                 pos0, tuner = None, AttentionHeadTuner(mem, tc)
             tuner.fit(msplits["train"], msplits["val"])
@@ -294,15 +297,14 @@ def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
         else:
             model, pos0, pcfg = trained("vanilla")
             cfg.update(pcfg)
-            cut = {k: d.truncate(min(sz.model_len, d.x.shape[1])) for k, d in vsplits.items()}
             if m == "vanilla_head":
-                ch = converged_head(model, cut)
+                ch = converged_head(model, vsplits, max_positions=tc.max_positions)
                 met = _metrics(ch, trainable=ch["parameters"]["trainable"],
                                total=sum(p.numel() for p in model.parameters()) + ch["parameters"]["trainable"],
                                pos0_tv=pos0, extra=_head_extra(ch))
             else:
-                tcp = TuneConfig.paper("head", seed=s)
-                r = tune_and_evaluate(model, tcp, cut)
+                tcp = _paper_head(s, tc.max_positions)
+                r = tune_and_evaluate(model, tcp, vsplits)
                 cfg["tune"] = tcp.to_dict()
                 met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
                                extra={})

@@ -200,12 +200,12 @@ def measure_step_times(preset: Preset, device: str | None = None, threads: int =
 
     torch.set_num_threads(threads)
     dev = torch.device(device) if device else default_device()
-    pt, sz = preset.pretrain, preset.tuning
-    mcfg, tcfg = pt.model_config(10), pt.train_config("mlm")
+    mcfg, tcfg = preset.pretrain.configs(10, "mlm")
+    pc = preset.tuning.tune_config("prompt", "transformer")
     g = torch.Generator(device=dev).manual_seed(0)
     model = Transformer(mcfg).to(dev)
     opt = make_optimizer(model, tcfg)
-    tokens = torch.randint(10, (pt.batch_size, pt.seq_len), generator=g, device=dev)
+    tokens = torch.randint(10, (tcfg.batch_size, tcfg.seq_len), generator=g, device=dev)
 
     def pre_step():
         inputs, sel = mask_tokens(tokens, mcfg, tcfg.mlm_probability, g)
@@ -218,14 +218,15 @@ def measure_step_times(preset: Preset, device: str | None = None, threads: int =
 
     on_cpu = dev.type == "cpu"
     t_pre = _time_steps(pre_step, cpu=on_cpu)
-    L = min(pt.seq_len, sz.model_len or pt.seq_len)
-    x = torch.randint(10, (sz.transformer_batch_size, L), generator=g, device=dev)
-    prompt = torch.zeros(sz.prompt_len, mcfg.d_model, device=dev, requires_grad=True)
+    L = min(tcfg.seq_len, pc.max_positions or tcfg.seq_len)
+    x = torch.randint(10, (pc.batch_size, L - 1 - pc.prompt_len), generator=g, device=dev)
+    x[:, 0] = mcfg.mask_id
+    prompt = torch.zeros(pc.prompt_len, mcfg.d_model, device=dev, requires_grad=True)
     model.requires_grad_(False)
 
     def tune_step():
-        out = model(x[:, : L - sz.prompt_len], prompt=prompt, positions=torch.zeros(x.shape[0], 1, dtype=torch.long,
-                                                                                    device=dev)).probs()[:, 0]
+        out = model(x, prompt=prompt, positions=torch.full((x.shape[0], 1), pc.prompt_len, dtype=torch.long,
+                                                           device=dev)).probs()[:, 0]
         out.sum().backward()
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -235,12 +236,11 @@ def measure_step_times(preset: Preset, device: str | None = None, threads: int =
 
 def _tune_steps(preset: Preset, grid: ReproGrid, method: str) -> int:
     sz = preset.tuning
-    if method == "prompt":
-        return sz.transformer_num_steps * grid.prompt_restarts
-    if method in ("prefix", "finetune"):
-        return sz.transformer_num_steps * (3 if method == "finetune" else 2)  # optimizer state and the MLP
+    if method in ("prompt", "prefix", "finetune"):
+        steps = sz.tune_config(method, "transformer").num_steps or 0
+        return steps * {"prompt": grid.prompt_restarts, "prefix": 2, "finetune": 3}[method]  # MLP; optimizer state
     if method in ("memory_attention",):
-        return 1 + sz.transformer_split_sizes[0] // max(1, sz.transformer_batch_size)  # one pass for the features
+        return 1 + sz.transformer_split_sizes[0] // 64  # one pass for the features
     return 0
 
 
@@ -261,7 +261,7 @@ def estimate(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None
         if trained:
             n_pre += (2 if u.figure == "fig-b3" and any(m in ("memory_attention",) for m in trained)
                       and any(m.startswith("vanilla") for m in trained) else 1)
-    secs = n_pre * p.pretrain.num_steps * t_pre * 1.1
+    secs = n_pre * p.pretrain.train.num_steps * t_pre * 1.1
     secs += sum(_tune_steps(p, g, j.method) * t_tune + overhead_s for j in pending)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Estimate(len(jobs), len(done), n_pre, t_pre, t_tune, secs, dev)

@@ -68,7 +68,8 @@ def repro_preset() -> Preset:
     pretrained 2400 steps instead of 900 (position-0 TV to the exact :math:`G(x)` about 0.06 at 30
     states instead of about 0.15), with the paper's split sizes (5000/500/1000)."""
     d = get_preset("default")
-    pretrain = replace(d.pretrain, num_steps=2400, warmup_steps=100, eval_every=600, num_states_sweep=_PAPER_SIZES)
+    pretrain = replace(d.pretrain, train=replace(d.pretrain.train, num_steps=2400, warmup_steps=100, eval_every=600),
+                       num_states_sweep=_PAPER_SIZES)
     tuning = replace(d.tuning, transformer_num_states=_PAPER_SIZES, transformer_num_seeds=10,
                      transformer_split_sizes=(5000, 500, 1000))
     memory = replace(d.memory, num_seeds=5, split_sizes=(5000, 500, 1000), transformer_num_values=(2, 3, 5, 7))
