@@ -10,6 +10,7 @@ import torch
 
 import hmmlib
 import hmmlib.hmm.inference as inference
+from hmmlib.hmm import _kernels
 from hmmlib import bruteforce as bf
 
 from conftest import BRUTE_LENGTHS, NUM_SEQS, path_log_joint, sample_tokens
@@ -197,8 +198,8 @@ def test_per_step_emission_path_matches_precomputed(small_hmm, tokens, monkeypat
            hmmlib.next_token_conditionals(small_hmm, tokens),
            hmmlib.log_likelihood(small_hmm, tokens),
            hmmlib.viterbi(small_hmm, tokens)[1])
-    monkeypatch.setattr(inference, "_PRECOMPUTE_BYTES", 0)
-    assert inference._prepare(small_hmm, tokens).e_all is None
+    monkeypatch.setattr(_kernels, "PRECOMPUTE_BYTES", 0)
+    assert inference._inputs(small_hmm, tokens).e_all is None
     got = (hmmlib.posterior_marginals(small_hmm, tokens, missing=missing),
            hmmlib.posterior_h0(small_hmm, tokens),
            hmmlib.masked_token_conditionals(small_hmm, tokens),
