@@ -30,6 +30,7 @@ from .model import HMM
 PRECOMPUTE_BYTES = 1 << 26  # gather all emission factors up front below this size (64 MiB)
 STATE_MAJOR_MAX_K = 12  # up to this many states the recursions run on state-major (K, B) buffers
 VITERBI_STATE_MAJOR_MAX_K = 64  # up to this many states the Viterbi scores are laid out (K, K, tile)
+VITERBI_RESCALE_EVERY = 64  # Viterbi subtracts each sequence's best score every this many steps
 
 _HUGEPAGE_MIN_BYTES = 16 << 20
 _MADV_HUGEPAGE = 14
@@ -253,7 +254,12 @@ def _viterbi_tiles(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Te
     """Max-product over batch tiles of ``tile_bytes // (K * K * itemsize)`` sequences; returns
     ``(paths int64 (B, T), log_prob (B,))``. Only the maxima are computed going forward (``amax``
     is several times faster than a max with indices); the backtracking recomputes the same sums,
-    so it always picks a maximiser. Work buffers are allocated once and reused by every tile."""
+    so it always picks a maximiser. Work buffers are allocated once and reused by every tile.
+
+    Every ``VITERBI_RESCALE_EVERY`` steps each sequence's best score is subtracted from its
+    ``delta_t`` (and added to a float64 offset): argmaxes are unchanged, and the scores stay small
+    enough for float32 (unrescaled, a T = 100,000 float32 run had scores of -3e5, whose rounding
+    put the log-probability 64 nats off and the path 5 nats below the optimum)."""
     T, B, K = prep.shape
     dt, dev = hmm.dtype, hmm.device
     log_W = prep.W_ext.log()
@@ -263,6 +269,7 @@ def _viterbi_tiles(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Te
     paths = torch.empty(B, T, dtype=torch.int64, device=dev)
     best = torch.empty(B, dtype=dt, device=dev)
     state_major = K <= VITERBI_STATE_MAJOR_MAX_K
+    lowest = torch.finfo(dt).min
     if state_major:
         log_WT = log_W.T.contiguous()  # (K, V + 1)
         log_A3 = log_A.unsqueeze(2)  # (K, K, 1)
@@ -278,6 +285,7 @@ def _viterbi_tiles(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Te
         n = b1 - b0
         back = back_buf[:n]
         xs = prep.xT[:, b0:b1].reshape(-1)
+        offset = torch.zeros(n, dtype=torch.float64, device=dev)  # what the rescaling took off each sequence
         if state_major:
             scores = scores_buf if n == tile else torch.empty(K, K, n, dtype=dt, device=dev)
             m = m_buf if n == tile else torch.empty(K, n, dtype=dt, device=dev)
@@ -288,7 +296,11 @@ def _viterbi_tiles(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Te
                 torch.add(log_A3, d[t - 1], out=scores)  # scores[h', h, b] = log A[h', h] + d[h, b]
                 torch.amax(scores, 1, out=m)
                 d[t].add_(m)
-            best[b0:b1], state = d[T - 1].max(0)
+                if t % VITERBI_RESCALE_EVERY == 0:
+                    top = d[t].amax(0).clamp_min_(lowest)  # finite, even for an impossible sequence
+                    d[t].sub_(top)
+                    offset += top
+            last, state = d[T - 1].max(0)
             d = [dd.T for dd in d]  # (n, K) views for the backtracking
         else:
             scores, m = scores_buf[:n], m_buf[:n]
@@ -298,7 +310,12 @@ def _viterbi_tiles(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Te
                 torch.add(d[t - 1].unsqueeze(1), log_A, out=scores)  # scores[b, h', h] = d[b, h] + log A[h', h]
                 torch.amax(scores, 2, out=m)
                 d[t].add_(m)
-            best[b0:b1], state = d[T - 1].max(1)
+                if t % VITERBI_RESCALE_EVERY == 0:
+                    top = d[t].amax(1, keepdim=True).clamp_min_(lowest)
+                    d[t].sub_(top)
+                    offset += top[:, 0]
+            last, state = d[T - 1].max(1)
+        best[b0:b1] = offset.add_(last).to(dt) if T > VITERBI_RESCALE_EVERY else last
         states = [state]
         for t in range(T - 1, 0, -1):
             torch.index_select(log_A, 0, state, out=back)  # back[b, h] = log A[state_b, h]
