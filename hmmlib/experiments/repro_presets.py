@@ -58,9 +58,15 @@ GRIDS: dict[str, ReproGrid] = {
                        fig_b3_seeds=5, ideal_sizes=_PAPER_SIZES, ideal_seeds=20, prompt_restarts=3),
 }
 
-#: Measured seconds per job on one core of the shared 2-core development machine (see the
-#: report of issue 10); :func:`hmmlib.experiments.pipeline.estimate` measures its own step times.
-REPRO_MEASUREMENTS: dict[str, float] = {}
+#: CPU seconds (one torch thread) of the jobs of one Fig. B1 unit at 30 states, seed 0, measured on
+#: the shared 2-core development machine (load average about 12, so wall times were 3-9x longer);
+#: :func:`hmmlib.experiments.pipeline.estimate` measures its own step times. Projection for the whole
+#: ``repro`` grid from these: about 4.5 CPU hours (fig-b1 3.2, fig-b3 0.9, ideal 0.4), i.e. about 2.3 h
+#: on 2 dedicated cores with 2 workers.
+REPRO_MEASUREMENTS: dict[str, float] = {
+    "pretrain": 80.3, "head": 2.3, "head_paper": 7.1, "prompt": 47.9, "prefix": 14.5, "finetune": 18.2,
+    "ideal_head": 0.0, "ideal_head_adamw": 0.8, "ideal_prompt": 5.5,
+}
 
 
 def repro_preset() -> Preset:
