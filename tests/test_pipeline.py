@@ -206,8 +206,8 @@ def test_process_pool_gives_the_same_records(reference, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.skipif(os.environ.get("HMMBOOK_TEST_RAY") != "1",
-                    reason="opt-in (HMMBOOK_TEST_RAY=1): starting a local Ray instance timed out on the shared 2-core "
-                           "development machine (raylet waits for its metrics agent)")
+                    reason="opt-in (HMMBOOK_TEST_RAY=1): a local Ray instance fails to start on an overloaded machine "
+                           "(its raylet stops waiting for the metrics agent after about 40 s)")
 def test_ray_gives_the_same_records(reference, tmp_path):
     pytest.importorskip("ray")
     base, _ = reference
