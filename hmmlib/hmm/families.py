@@ -22,7 +22,7 @@ from .. import _validate as check
 from .inference import check_tokens, log_likelihood, next_token_conditionals
 from .model import HMM
 
-__all__ = ["mixture_hmm", "perturbed_hmm", "restart_conditionals", "member_posterior"]
+__all__ = ["mixture_hmm", "perturbed_hmm", "symbol_channel", "through_channel", "restart_conditionals", "member_posterior"]
 
 
 def _check_members(members: Sequence[HMM], weights: Any = None) -> tuple[list[HMM], torch.Tensor]:
@@ -69,6 +69,27 @@ def perturbed_hmm(hmm: HMM, amount: float, *, seed: int = 0) -> HMM:
     K, V = hmm.num_states, hmm.num_symbols
     mix = lambda t, r: (1 - amount) * t + amount * r  # noqa: E731
     return HMM(mix(hmm.pi, rand_cols((K,))), mix(hmm.A, rand_cols((K, K))), mix(hmm.W, rand_cols((V, K))))
+
+
+def symbol_channel(num_symbols: int, amount: float, *, seed: int = 0) -> torch.Tensor:
+    """``M = (1 - amount) I + amount P`` with ``P`` a random permutation matrix drawn with ``seed``:
+    each emitted symbol is replaced, with probability ``amount``, by its fixed partner. ``M[x', x]``
+    is column-stochastic."""
+    check.positive_int("num_symbols", num_symbols)
+    check.finite_number("amount (a probability)", amount, low=0.0, high=1.0)
+    check.seed(seed)
+    perm = torch.randperm(num_symbols, generator=torch.Generator().manual_seed(seed))
+    P = torch.zeros(num_symbols, num_symbols, dtype=torch.float64)
+    P[perm, torch.arange(num_symbols)] = 1.0
+    return (1 - amount) * torch.eye(num_symbols, dtype=torch.float64) + amount * P
+
+
+def through_channel(hmm: HMM, M: torch.Tensor) -> HMM:
+    """The HMM whose symbols are ``hmm``'s passed through the channel ``M`` (``W' = M W``): still an HMM."""
+    M = torch.as_tensor(M).to(dtype=hmm.dtype, device=hmm.device)
+    if M.shape != (hmm.num_symbols, hmm.num_symbols):
+        raise ValueError(f"M must be ({hmm.num_symbols}, {hmm.num_symbols}), column-stochastic; got {tuple(M.shape)}.")
+    return HMM(hmm.pi, hmm.A, M @ hmm.W)
 
 
 def member_posterior(members: Sequence[HMM], x: Any, weights: Any = None) -> torch.Tensor:
