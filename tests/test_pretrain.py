@@ -341,8 +341,7 @@ def ci_runs(paper4, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ci")
     runs = {}
     for objective in ("mlm", "causal"):
-        mcfg = CI.model_config(paper4.num_symbols, causal=objective == "causal")
-        tcfg = CI.train_config(objective, num_steps=CI_STEPS, eval_every=CI_EVAL_EVERY)
+        mcfg, tcfg = CI.configs(paper4.num_symbols, objective, num_steps=CI_STEPS, eval_every=CI_EVAL_EVERY)
         path = folder / f"{objective}.pt"
         runs[objective] = (pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, checkpoint_path=path), path)
     return runs
@@ -396,9 +395,9 @@ def test_checkpoint_round_trip(ci_runs):
 @pytest.mark.parametrize("objective", ["mlm", "causal"])
 def test_resume_equals_training_in_one_go(paper4, tmp_path, objective):
     # dropout > 0 so that the global torch RNG (restored from the checkpoint) matters too
-    mcfg = dataclasses.replace(CI.model_config(10, causal=objective == "causal"), dropout=0.1)
-    tcfg = CI.train_config(objective, num_steps=40, batch_size=4, seq_len=16, warmup_steps=5,
+    mcfg, tcfg = CI.configs(10, objective, num_steps=40, batch_size=4, seq_len=16, warmup_steps=5,
                            eval_every=1000, eval_num_seqs=8)
+    mcfg = dataclasses.replace(mcfg, dropout=0.1)
     whole = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False)
     path = tmp_path / "run.pt"
     half = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=20, checkpoint_path=path)

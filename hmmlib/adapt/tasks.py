@@ -42,6 +42,7 @@ __all__ = [
     "paper_task_and_splits",
     "sub_seed",
     "SingleClassError",
+    "check_two_classes",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -49,6 +50,14 @@ SPLITS = ("train", "val", "test")
 
 class SingleClassError(ValueError):
     """Every example of a split that must have both labels has the same label (redraw the task)."""
+
+
+def check_two_classes(y: torch.Tensor, model: str, redraw: str) -> None:
+    """Raise :class:`SingleClassError` if the labels ``y`` hold a single class (``model`` and ``redraw``
+    complete the message: what the task was drawn on, and what redraws it)."""
+    if torch.unique(y).numel() < 2:
+        raise SingleClassError(f"all {y.numel()} examples have label {int(y[0])}: the task has a single class on "
+                               f"this {model}. Redraw the task with another seed ({redraw}).")
 
 
 def sub_seed(seed: int, *keys: int) -> int:
@@ -245,11 +254,8 @@ def make_dataset(
     y = task.labels(post)
     rate = float(y.double().mean())
     ds = TaskDataset(x=x, h0=h0, posterior=post, G=G, y=y, majority_rate=max(rate, 1.0 - rate))
-    if require_two_classes and ds.num_classes_present < 2:
-        raise SingleClassError(
-            f"all {num_examples} examples have label {int(y[0])}: the task has a single class on this HMM. "
-            "Redraw the task with another seed (sample_task_with_two_classes or paper_task_and_splits do this)."
-        )
+    if require_two_classes:
+        check_two_classes(y, "HMM", "sample_task_with_two_classes or paper_task_and_splits do this")
     return ds
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import default_device
+from .inputs import InputLayout
 from .optim import adamw, lr_scheduler
 from ..hmm.model import HMM
 from .. import _validate as check
@@ -371,12 +372,9 @@ def load_pretrained(path: str | Path, device: torch.device | str | None = None) 
 
 @torch.no_grad()
 def model_masked_conditional(model: Transformer, x: torch.Tensor) -> torch.Tensor:
-    """The masked LM's distribution at a ``[MASK]`` placed before ``x = x_1 .. x_T``: the learned
-    counterpart of :func:`hmmlib.masked_conditional`. Shape (B, V), float32."""
-    if model.cfg.causal:
-        raise ValueError("model_masked_conditional needs a masked LM (cfg.causal=False).")
-    dev = next(model.parameters()).device
-    x = x.to(dev)
-    inputs = torch.cat([torch.full_like(x[:, :1], model.cfg.mask_id), x], 1)
-    pos = torch.zeros(x.shape[0], 1, dtype=torch.long, device=dev)
-    return model(inputs, positions=pos).probs()[:, 0]
+    """The masked LM's distribution at a ``[MASK]`` placed before ``x = x_1 .. x_T`` (all of it, within the
+    model's positions): the learned counterpart of :func:`hmmlib.masked_conditional`. Shape (B, V), float32."""
+    layout = InputLayout.for_model(model)
+    if x.dim() == 2 and x.shape[1] > layout.max_tokens:
+        raise ValueError(f"x has {x.shape[1]} tokens; the model reads at most {layout.max_tokens} after the [MASK].")
+    return model(layout.masked(x), positions=layout.mask_position(x.shape[0])).probs()[:, 0]

@@ -25,7 +25,7 @@ import torch
 from .model import MemoryHMM, check_memory_hmm, sample_memory, to_hmm
 from .inference import memory_masked_conditionals, memory_posterior
 from .. import _validate as check
-from ..adapt.tasks import SPLITS, DownstreamTask, SingleClassError, paper_task, sub_seed
+from ..adapt.tasks import SPLITS, DownstreamTask, SingleClassError, check_two_classes, paper_task, sub_seed
 
 __all__ = ["MemoryTaskDataset", "make_memory_dataset", "make_memory_splits", "memory_task_and_splits"]
 
@@ -105,11 +105,8 @@ def make_memory_dataset(
     y = task.labels(post)
     rate = float(y.double().mean())
     ds = MemoryTaskDataset(x, memory, post, cond, y, max(rate, 1.0 - rate), cell)
-    if require_two_classes and ds.num_classes_present < 2:
-        raise SingleClassError(
-            f"all {num_examples} examples have label {int(y[0])}: the task has a single class on this memory HMM. "
-            "Redraw the task with another seed (memory_task_and_splits does this)."
-        )
+    if require_two_classes:
+        check_two_classes(y, "memory HMM", "memory_task_and_splits does this")
     return ds
 
 
