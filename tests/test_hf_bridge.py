@@ -7,7 +7,7 @@ pytest.importorskip("transformers")
 
 from hmmlib.adapt.causal_tuning import PrefixConfig, make_causal_tuner  # noqa: E402
 from hmmlib.adapt.generation import lm_inputs, output_positions  # noqa: E402
-from hmmlib.adapt.tuning import prefix_from_tokens  # noqa: E402
+from hmmlib.adapt.prefix import prefix_from_tokens  # noqa: E402
 from hmmlib.lm.hf_bridge import prefix_to_cache, symbol_logits, to_gpt2  # noqa: E402
 from hmmlib.lm.transformer import Transformer, TransformerConfig  # noqa: E402
 

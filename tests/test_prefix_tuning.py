@@ -10,7 +10,7 @@ from hmmlib.adapt.causal_tuning import (FinetuneConfig, InfixConfig, PrefixConfi
                                         batch_prefixes, evaluate, fit, logits_on, make_causal_tuner)
 from hmmlib.adapt.generation import GenerationTask, lm_inputs, output_positions, score
 from hmmlib.adapt.prefix_theory import layer1_residual, prompt_to_prefix
-from hmmlib.adapt.tuning import PrefixEncoder
+from hmmlib.adapt.prefix import PrefixEncoder
 from hmmlib.hmm import dirichlet_hmm
 from hmmlib.lm.transformer import Transformer, TransformerConfig
 

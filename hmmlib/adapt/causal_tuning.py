@@ -38,7 +38,7 @@ from .. import _validate as check
 from ..lm.optim import adamw, lr_scheduler
 from ..lm.transformer import KV, Transformer
 from .generation import GenerationData, lm_inputs, output_positions, score
-from .tuning import PrefixEncoder, prefix_from_tokens, soft_prompt_from_tokens
+from .prefix import PrefixEncoder, prefix_from_tokens, soft_prompt_from_tokens
 
 __all__ = ["PrefixConfig", "PromptConfig", "InfixConfig", "FinetuneConfig", "TrainSettings", "CausalTuner",
            "PrefixTuner", "PromptTuner", "InfixTuner", "FinetuneTuner", "make_causal_tuner", "fit", "evaluate", "logits_on",
