@@ -69,10 +69,10 @@ _COMMON = dict(num_members=6, num_states=4, num_symbols=12, x_len=8, y_len=12, p
                num_heads=4, mlp_hidden=64, pretrain_batch_size=32, pretrain_lr=3e-3)
 
 _SIZES = {
-    "ci": PrefixSizes(**_COMMON, d_model=64, num_layers=2, pretrain_seq_len=48, pretrain_steps=300, num_seeds=1,
-                      num_train=400, num_test=200, low_data=50, data_sizes=(25, 400), num_steps=40, batch_size=32,
+    "ci": PrefixSizes(**_COMMON, d_model=64, num_layers=2, pretrain_seq_len=40, pretrain_steps=200, num_seeds=1,
+                      num_train=400, num_test=200, low_data=50, data_sizes=(25, 400), num_steps=30, batch_size=32,
                       lr_prefix=1e-2, lr_direct=1e-1, lr_prompt=3e-2, lr_finetune=1e-3, lengths=(1, 5),
-                      length_sweep=(1, 5, 20), lr_sweep=(1e-3, 1e-1), peft_steps=40),
+                      length_sweep=(1, 5, 15), lr_sweep=(1e-3, 1e-1), peft_steps=30),
     "default": PrefixSizes(**_COMMON, d_model=64, num_layers=2, pretrain_seq_len=48, pretrain_steps=1200,
                            num_seeds=3, num_train=1000, num_test=500, low_data=50, data_sizes=(25, 100, 1000),
                            num_steps=150, batch_size=32, lr_prefix=1e-2, lr_direct=1e-1, lr_prompt=3e-2,

@@ -27,7 +27,7 @@ from ..lm.transformer import Transformer, TransformerConfig
 from .prefix_presets import PrefixSizes
 
 __all__ = ["PAPER", "PrefixSetup", "prefix_setup", "run", "summarize", "r1_prefix_vs_prompt", "r3_reparametrisation",
-           "r4_initialisation", "r5_data_size", "r6_prefix_length", "r7_infix", "r8_extrapolation", "r10_layers", "settings_for", "step0_kl"]
+           "r4_initialisation", "r5_data_size", "r6_prefix_length", "r7_infix", "r8_extrapolation", "r10_layers", "settings_for", "step0_kl", "paired"]
 
 #: The paper's numbers beside each experiment (ACL version; digest sections 2.3-2.7).
 PAPER: dict[str, Any] = {
@@ -62,7 +62,7 @@ class PrefixSetup:
     memo: dict = field(default_factory=dict, repr=False)
 
 
-def prefix_setup(sizes: PrefixSizes, *, seed: int = 0, preset: str | None = None, progress: bool = False) -> PrefixSetup:
+def prefix_setup(sizes: PrefixSizes, *, seed: int = 0, progress: bool = False) -> PrefixSetup:
     """The family (sparse Dirichlet members), the tasks, the data splits and the causal LM pretrained on the
     family's mixture (from the model cache when it is there)."""
     s = sizes
@@ -77,7 +77,7 @@ def prefix_setup(sizes: PrefixSizes, *, seed: int = 0, preset: str | None = None
                        seq_len=s.pretrain_seq_len, lr=s.pretrain_lr, warmup_steps=min(100, s.pretrain_steps // 10),
                        weight_decay=0.01, eval_every=s.pretrain_steps, eval_num_seqs=128, seed=seed)
     t0 = time.perf_counter()
-    pre = pretrained_model(mixture_hmm(family).to(dtype=torch.float32), mcfg, tcfg, preset=preset, progress=progress)
+    pre = pretrained_model(mixture_hmm(family).to(dtype=torch.float32), mcfg, tcfg, progress=progress)
     model = pre.model.eval()
     task = GenerationTask(noisy, s.x_len, s.y_len)
     target_task = GenerationTask([target], s.x_len, s.y_len)
@@ -156,6 +156,19 @@ def summarize(records: list[dict], by: Sequence[str], value: str) -> list[dict]:
         t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78}.get(n, 1.96 if n > 30 else 2.2)
         out.append(dict(zip(by, key), mean=mean, sd=sd, se=se, ci95=t * se if n > 1 else float("nan"), n=n))
     return out
+
+
+def paired(records: list[dict], a: dict, b: dict, key: str = "test_kl_per_example") -> dict[str, float]:
+    """Mean and standard error of ``kl(a) - kl(b)`` over the same test examples, pooled over seeds:
+    ``a`` and ``b`` select records by their fields (e.g. ``{"method": "prefix", "length": 5}``)."""
+    def pick(sel: dict) -> dict[int, torch.Tensor]:
+        return {r["seed"]: r[key] for r in records if all(r.get(k) == v for k, v in sel.items())}
+    ra, rb = pick(a), pick(b)
+    seeds = sorted(set(ra) & set(rb))
+    if not seeds:
+        raise ValueError(f"no seed has records matching both {a} and {b}.")
+    d = torch.cat([ra[s] - rb[s] for s in seeds]).double()
+    return {"diff": float(d.mean()), "se": float(d.std() / len(d) ** 0.5), "num_seeds": len(seeds)}
 
 
 def _seeds(setup: PrefixSetup) -> range:
