@@ -159,15 +159,16 @@ def summarize(records: list[dict], by: Sequence[str], value: str) -> list[dict]:
 
 
 def paired(records: list[dict], a: dict, b: dict, key: str = "test_kl_per_example") -> dict[str, float]:
-    """Mean and standard error of ``kl(a) - kl(b)`` over the same test examples, pooled over seeds:
-    ``a`` and ``b`` select records by their fields (e.g. ``{"method": "prefix", "length": 5}``)."""
+    """Mean and standard error of ``kl(a) - kl(b)`` over the same test examples (each example's
+    difference averaged over the seeds first): ``a`` and ``b`` select records by their fields
+    (e.g. ``{"method": "prefix", "length": 5}``). The seed-to-seed spread is in :func:`summarize`."""
     def pick(sel: dict) -> dict[int, torch.Tensor]:
         return {r["seed"]: r[key] for r in records if all(r.get(k) == v for k, v in sel.items())}
     ra, rb = pick(a), pick(b)
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         raise ValueError(f"no seed has records matching both {a} and {b}.")
-    d = torch.cat([ra[s] - rb[s] for s in seeds]).double()
+    d = torch.stack([ra[s] - rb[s] for s in seeds]).double().mean(0)
     return {"diff": float(d.mean()), "se": float(d.std() / len(d) ** 0.5), "num_seeds": len(seeds)}
 
 
