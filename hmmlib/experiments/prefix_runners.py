@@ -159,17 +159,22 @@ def summarize(records: list[dict], by: Sequence[str], value: str) -> list[dict]:
 
 
 def paired(records: list[dict], a: dict, b: dict, key: str = "test_kl_per_example") -> dict[str, float]:
-    """Mean and standard error of ``kl(a) - kl(b)`` over the same test examples (each example's
-    difference averaged over the seeds first): ``a`` and ``b`` select records by their fields
-    (e.g. ``{"method": "prefix", "length": 5}``). The seed-to-seed spread is in :func:`summarize`."""
+    """Mean and standard error of ``kl(a) - kl(b)`` over the same test examples: ``a`` and ``b`` select
+    records by their fields (e.g. ``{"method": "prefix", "length": 5}``), paired by seed. The standard
+    error is the larger of the examples' (each example's difference averaged over seeds) and, with
+    several seeds, the seeds' (the spread of the per-seed mean differences)."""
     def pick(sel: dict) -> dict[int, torch.Tensor]:
         return {r["seed"]: r[key] for r in records if all(r.get(k) == v for k, v in sel.items())}
     ra, rb = pick(a), pick(b)
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         raise ValueError(f"no seed has records matching both {a} and {b}.")
-    d = torch.stack([ra[s] - rb[s] for s in seeds]).double().mean(0)
-    return {"diff": float(d.mean()), "se": float(d.std() / len(d) ** 0.5), "num_seeds": len(seeds)}
+    per = torch.stack([ra[s] - rb[s] for s in seeds]).double()  # (seeds, examples)
+    d = per.mean(0)
+    se = float(d.std() / len(d) ** 0.5)
+    if len(seeds) > 1:  # training noise: the spread of the per-seed means, if larger
+        se = max(se, float(per.mean(1).std() / len(seeds) ** 0.5))
+    return {"diff": float(d.mean()), "se": se, "num_seeds": len(seeds)}
 
 
 def _seeds(setup: PrefixSetup) -> range:
