@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hmmlib.adapt.causal_tuning import PrefixConfig, make_causal_tuner  # noqa: E402
+from hmmlib.adapt.causal_tuning import CausalPrefixConfig, make_causal_tuner  # noqa: E402
 from hmmlib.adapt.generation import lm_inputs, output_positions  # noqa: E402
 from hmmlib.adapt.prefix import prefix_from_tokens  # noqa: E402
 from hmmlib.lm.hf_bridge import prefix_to_cache, symbol_logits, to_gpt2  # noqa: E402
@@ -36,7 +36,7 @@ def test_exported_gpt2_has_identical_logits(tie):
 def test_prefix_as_cache_gives_the_same_logits():
     m = _model()
     hf = to_gpt2(m)
-    tuner = make_causal_tuner(m, PrefixConfig(4, 16), seed=1)
+    tuner = make_causal_tuner(m, CausalPrefixConfig(4, 16), seed=1)
     tuner.finish()
     prefix = tuner.prefix()
     x = torch.randint(0, V, (3, 12))
@@ -56,7 +56,7 @@ def test_peft_prefix_with_hmmlib_numbers_matches():
     from hmmlib.adapt.peft_bridge import peft_model
 
     m = _model()
-    tuner = make_causal_tuner(m, PrefixConfig(3, None), seed=2)
+    tuner = make_causal_tuner(m, CausalPrefixConfig(3, None), seed=2)
     pm = peft_model(m, "prefix", 3, prefix_projection=False)
     with torch.no_grad():
         pm.prompt_encoder["default"].embedding.weight.copy_(tuner.encoder.prefix)

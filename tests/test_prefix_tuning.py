@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from hmmlib.adapt.causal_tuning import (FinetuneConfig, InfixConfig, PrefixConfig, PromptConfig, TrainSettings,
+from hmmlib.adapt.causal_tuning import (CausalFinetuneConfig, CausalInfixConfig, CausalPrefixConfig, CausalPromptConfig, TrainSettings,
                                         batch_prefixes, evaluate, fit, logits_on, make_causal_tuner)
 from hmmlib.adapt.generation import GenerationTask, lm_inputs, output_positions, score
 from hmmlib.adapt.prefix_theory import layer1_residual, prompt_to_prefix
@@ -48,7 +48,7 @@ def test_prefix_of_own_keys_values_reproduces_typing(data, mlp_hidden, layers):
     m = _model(layers=layers)
     tr, _ = data
     toks = (1, 4, 2)
-    tuner = make_causal_tuner(m, PrefixConfig(3, mlp_hidden, init="tokens", init_tokens=toks))
+    tuner = make_causal_tuner(m, CausalPrefixConfig(3, mlp_hidden, init="tokens", init_tokens=toks))
     with torch.no_grad():
         got = tuner(tr.x, tr.y)
     assert torch.allclose(got, _typed(m, toks, tr.x, tr.y), atol=2e-5)
@@ -57,7 +57,7 @@ def test_prefix_of_own_keys_values_reproduces_typing(data, mlp_hidden, layers):
 def test_prompt_of_token_embeddings_reproduces_typing(data):
     m = _model()
     tr, _ = data
-    tuner = make_causal_tuner(m, PromptConfig(2, init="tokens", init_tokens=(5, 0)))
+    tuner = make_causal_tuner(m, CausalPromptConfig(2, init="tokens", init_tokens=(5, 0)))
     with torch.no_grad():
         assert torch.allclose(tuner(tr.x, tr.y), _typed(m, (5, 0), tr.x, tr.y), atol=2e-5)
 
@@ -68,7 +68,7 @@ def test_infix_of_own_keys_values_reproduces_typing(data):
     tr, _ = data
     u = torch.tensor([3, 1])
     B = tr.x.shape[0]
-    tuner = make_causal_tuner(m, InfixConfig(2, None, position=XL + 1))
+    tuner = make_causal_tuner(m, CausalInfixConfig(2, None, position=XL + 1))
     # the typed sequence [BOS x u SEP y]; u's keys/values depend on x, so take row 0 and test on it
     x, y = tr.x[:1], tr.y[:1]
     typed = torch.cat([torch.tensor([[m.cfg.bos_id]]), x, u[None], torch.tensor([[m.cfg.bos_id]]), y[:, :-1]], 1)
@@ -84,7 +84,7 @@ def test_infix_of_own_keys_values_reproduces_typing(data):
 def test_dropping_the_mlp_changes_no_output(data):
     m = _model()
     tr, te = data
-    tuner = make_causal_tuner(m, PrefixConfig(4, 16), seed=3)
+    tuner = make_causal_tuner(m, CausalPrefixConfig(4, 16), seed=3)
     fit(tuner, tr, TrainSettings(lr=1e-2, num_steps=3, batch_size=8), finish=False)
     before = logits_on(tuner, te)
     trained = tuner.num_trainable
@@ -98,8 +98,8 @@ def test_dropping_the_mlp_changes_no_output(data):
 def test_rows_with_different_prefixes_equal_each_row_alone(data):
     m = _model()
     tr, _ = data
-    a = make_causal_tuner(m, PrefixConfig(3, 16), seed=1).prefix()
-    b = make_causal_tuner(m, PrefixConfig(3, None), seed=2).prefix()
+    a = make_causal_tuner(m, CausalPrefixConfig(3, 16), seed=1).prefix()
+    b = make_causal_tuner(m, CausalPrefixConfig(3, None), seed=2).prefix()
     inp = lm_inputs(m.cfg, tr.x[:2], tr.y[:2])
     with torch.no_grad():
         both = m(inp, prefix=batch_prefixes([a, b])).logits
@@ -108,8 +108,8 @@ def test_rows_with_different_prefixes_equal_each_row_alone(data):
         assert not torch.allclose(both[0], m(inp[:1], prefix=b).logits[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("config", [PrefixConfig(3, 16), PrefixConfig(2, None, layers=(1,)), PromptConfig(3),
-                                    InfixConfig(2, 16), FinetuneConfig()])
+@pytest.mark.parametrize("config", [CausalPrefixConfig(3, 16), CausalPrefixConfig(2, None, layers=(1,)), CausalPromptConfig(3),
+                                    CausalInfixConfig(2, 16), CausalFinetuneConfig()])
 def test_frozen_weights_bit_identical_after_training(data, config):
     m = _model()
     tr, _ = data
@@ -124,9 +124,9 @@ def test_frozen_weights_bit_identical_after_training(data, config):
 def test_zero_keys_and_values_are_not_a_no_op(data):
     m = _model()
     _, te = data
-    zero = make_causal_tuner(m, PrefixConfig(3, None, init="zeros"))
+    zero = make_causal_tuner(m, CausalPrefixConfig(3, None, init="zeros"))
     assert float(zero.encoder.prefix.detach().abs().max()) == 0.0
-    frozen = make_causal_tuner(m, FinetuneConfig())
+    frozen = make_causal_tuner(m, CausalFinetuneConfig())
     qz, qf = logits_on(zero, te).log_softmax(-1), logits_on(frozen, te).log_softmax(-1)
     kl = (qf.exp() * (qf - qz)).sum(-1).mean()
     assert kl > 1e-4
@@ -135,7 +135,7 @@ def test_zero_keys_and_values_are_not_a_no_op(data):
 def test_trained_prefix_lowers_the_loss(data):
     m = _model()
     tr, _ = data
-    tuner = make_causal_tuner(m, PrefixConfig(3, 16))
+    tuner = make_causal_tuner(m, CausalPrefixConfig(3, 16))
     hist = fit(tuner, tr, TrainSettings(lr=3e-2, num_steps=40, batch_size=32), log_every=10)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
@@ -150,7 +150,7 @@ def test_prompt_acts_as_the_prefix_of_its_own_keys_values(data):
         b = m(inp, prefix=prompt_to_prefix(m, p)).logits
     assert torch.allclose(a, b, atol=2e-5)
     assert float(layer1_residual(m, prompt_to_prefix(m, p)).max()) < 1e-5
-    free = make_causal_tuner(m, PrefixConfig(3, None), seed=0).prefix()
+    free = make_causal_tuner(m, CausalPrefixConfig(3, None), seed=0).prefix()
     assert float(layer1_residual(m, free).min()) > 0.1
 
 
@@ -175,24 +175,24 @@ def test_score_against_a_direct_computation(data):
 ])
 def test_prefix_config_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        PrefixConfig(**{"prefix_len": 3, **kw})
+        CausalPrefixConfig(**{"prefix_len": 3, **kw})
 
 
 def test_errors_that_need_the_model(data):
     m = _model()
     tr, _ = data
     with pytest.raises(ValueError, match="layer >= num_layers"):
-        make_causal_tuner(m, PrefixConfig(3, layers=(0, 2)))
+        make_causal_tuner(m, CausalPrefixConfig(3, layers=(0, 2)))
     with pytest.raises(ValueError, match=r"symbols in \[0, 6\)"):
-        make_causal_tuner(m, PrefixConfig(2, init="tokens", init_tokens=(1, 6)))
+        make_causal_tuner(m, CausalPrefixConfig(2, init="tokens", init_tokens=(1, 6)))
     with pytest.raises(ValueError, match=r"symbols in \[0, 6\)"):
-        make_causal_tuner(m, PromptConfig(1, init="tokens", init_tokens=(7,)))
+        make_causal_tuner(m, CausalPromptConfig(1, init="tokens", init_tokens=(7,)))
     with pytest.raises(ValueError, match="position"):
-        fit(make_causal_tuner(m, InfixConfig(2, position=XL + 2)), tr, TrainSettings(num_steps=1))
+        fit(make_causal_tuner(m, CausalInfixConfig(2, position=XL + 2)), tr, TrainSettings(num_steps=1))
     with pytest.raises(ValueError, match="position"):
-        InfixConfig(2, position=0)
+        CausalInfixConfig(2, position=0)
     with pytest.raises(ValueError, match="causal"):
-        make_causal_tuner(Transformer(TransformerConfig(num_symbols=V, d_model=16, num_heads=2)), PromptConfig(1))
+        make_causal_tuner(Transformer(TransformerConfig(num_symbols=V, d_model=16, num_heads=2)), CausalPromptConfig(1))
     with pytest.raises(ValueError, match="config must be"):
         make_causal_tuner(m, TrainSettings())
 
@@ -200,15 +200,15 @@ def test_errors_that_need_the_model(data):
 def test_too_long_prefix_rejected_before_training(data):
     m = _model(max_len=30)
     tr, _ = data
-    tuner = make_causal_tuner(m, PrefixConfig(30 - tr.seq_len + 1, 16))
+    tuner = make_causal_tuner(m, CausalPrefixConfig(30 - tr.seq_len + 1, 16))
     before = {k: v.clone() for k, v in tuner.state_dict().items()}
     with pytest.raises(ValueError, match="max_len=30"):
         fit(tuner, tr, TrainSettings(num_steps=5))
     assert all(torch.equal(before[k], v) for k, v in tuner.state_dict().items())
-    ok = make_causal_tuner(m, PrefixConfig(30 - tr.seq_len, 16))
+    ok = make_causal_tuner(m, CausalPrefixConfig(30 - tr.seq_len, 16))
     fit(ok, tr, TrainSettings(num_steps=1))
     with pytest.raises(ValueError, match="no position"):
-        make_causal_tuner(m, PrefixConfig(30))
+        make_causal_tuner(m, CausalPrefixConfig(30))
 
 
 def test_train_settings_and_task_errors():

@@ -1,8 +1,8 @@
 r"""Tuning a frozen *causal* LM for conditional generation (Li & Liang 2021), one interface for
 every method.
 
-One config class per method, in the style of PEFT (:class:`PrefixConfig`, :class:`PromptConfig`,
-:class:`InfixConfig`, :class:`FinetuneConfig`); :func:`make_causal_tuner` turns one into a tuner,
+One config class per method, in the style of PEFT (:class:`CausalPrefixConfig`, :class:`CausalPromptConfig`,
+:class:`CausalInfixConfig`, :class:`CausalFinetuneConfig`); :func:`make_causal_tuner` turns one into a tuner,
 a ``torch.nn.Module`` whose trainable parts are exactly its parameters with ``requires_grad``
 (the frozen base model is held outside the module, so ``tuner.state_dict()`` is the tuned part).
 Every tuner maps ``(x, y)`` to the logits of ``y_t`` given ``[BOS] x [SEP] y_{<t}`` (layout in
@@ -40,7 +40,7 @@ from ..lm.transformer import KV, Transformer
 from .generation import GenerationData, lm_inputs, output_positions, score
 from .prefix import PrefixEncoder, prefix_from_tokens, soft_prompt_from_tokens
 
-__all__ = ["PrefixConfig", "PromptConfig", "InfixConfig", "FinetuneConfig", "TrainSettings", "CausalTuner",
+__all__ = ["CausalPrefixConfig", "CausalPromptConfig", "CausalInfixConfig", "CausalFinetuneConfig", "TrainSettings", "CausalTuner",
            "PrefixTuner", "PromptTuner", "InfixTuner", "FinetuneTuner", "make_causal_tuner", "fit", "evaluate", "logits_on",
            "batch_prefixes"]
 
@@ -63,7 +63,7 @@ def _check_tokens_field(name: str, init: str, tokens: Any, length: int, allowed:
 
 
 @dataclass(frozen=True)
-class PrefixConfig:
+class CausalPrefixConfig:
     """Prefix tuning: ``prefix_len`` positions of keys/values, on ``layers`` (default: all).
 
     ``mlp_hidden``: the reparametrisation's hidden width (``None``: optimise the keys/values directly).
@@ -78,23 +78,23 @@ class PrefixConfig:
     init_std: float = 1.0
 
     def __post_init__(self) -> None:
-        check.positive_int("PrefixConfig.prefix_len", self.prefix_len)
-        check.positive_int("PrefixConfig.mlp_hidden", self.mlp_hidden, allow_none=True)
-        check.finite_number("PrefixConfig.init_std", self.init_std, low=0.0, strict=True)
+        check.positive_int("CausalPrefixConfig.prefix_len", self.prefix_len)
+        check.positive_int("CausalPrefixConfig.mlp_hidden", self.mlp_hidden, allow_none=True)
+        check.finite_number("CausalPrefixConfig.init_std", self.init_std, low=0.0, strict=True)
         if self.layers is not None:
             layers = tuple(self.layers)
             if not layers or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers) \
                     or len(set(layers)) != len(layers):
-                raise ValueError(f"PrefixConfig.layers must be distinct non-negative layer indices (or None for all); "
+                raise ValueError(f"CausalPrefixConfig.layers must be distinct non-negative layer indices (or None for all); "
                                  f"got {self.layers!r}.")
             object.__setattr__(self, "layers", tuple(sorted(layers)))
-        toks = _check_tokens_field("PrefixConfig", self.init, self.init_tokens, self.prefix_len,
+        toks = _check_tokens_field("CausalPrefixConfig", self.init, self.init_tokens, self.prefix_len,
                                    ("random", "uniform", "zeros", "tokens"))
         object.__setattr__(self, "init_tokens", toks)
 
 
 @dataclass(frozen=True)
-class PromptConfig:
+class CausalPromptConfig:
     """Embedding-only prompt tuning: ``prompt_len`` input vectors. ``init_std=None``: the std of the
     model's symbol embeddings."""
 
@@ -104,16 +104,16 @@ class PromptConfig:
     init_std: float | None = None
 
     def __post_init__(self) -> None:
-        check.positive_int("PromptConfig.prompt_len", self.prompt_len)
+        check.positive_int("CausalPromptConfig.prompt_len", self.prompt_len)
         if self.init_std is not None:
-            check.finite_number("PromptConfig.init_std", self.init_std, low=0.0, strict=True)
-        toks = _check_tokens_field("PromptConfig", self.init, self.init_tokens, self.prompt_len,
+            check.finite_number("CausalPromptConfig.init_std", self.init_std, low=0.0, strict=True)
+        toks = _check_tokens_field("CausalPromptConfig", self.init, self.init_tokens, self.prompt_len,
                                    ("random", "uniform", "vocab", "tokens"))
         object.__setattr__(self, "init_tokens", toks)
 
 
 @dataclass(frozen=True)
-class InfixConfig:
+class CausalInfixConfig:
     """Infix tuning: ``infix_len`` positions of keys/values inserted before token ``position`` of
     ``[BOS] x [SEP] ...`` (``1 <= position <= x_len + 1``; ``None``: just before ``[SEP]``)."""
 
@@ -124,19 +124,19 @@ class InfixConfig:
     init_std: float = 1.0
 
     def __post_init__(self) -> None:
-        check.positive_int("InfixConfig.infix_len", self.infix_len)
-        check.positive_int("InfixConfig.mlp_hidden", self.mlp_hidden, allow_none=True)
-        check.positive_int("InfixConfig.position (index in [BOS] x [SEP] y, >= 1)", self.position, allow_none=True)
-        check.finite_number("InfixConfig.init_std", self.init_std, low=0.0, strict=True)
-        check.one_of("InfixConfig.init", self.init, ("random", "uniform", "zeros"))
+        check.positive_int("CausalInfixConfig.infix_len", self.infix_len)
+        check.positive_int("CausalInfixConfig.mlp_hidden", self.mlp_hidden, allow_none=True)
+        check.positive_int("CausalInfixConfig.position (index in [BOS] x [SEP] y, >= 1)", self.position, allow_none=True)
+        check.finite_number("CausalInfixConfig.init_std", self.init_std, low=0.0, strict=True)
+        check.one_of("CausalInfixConfig.init", self.init, ("random", "uniform", "zeros"))
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class CausalFinetuneConfig:
     """Full fine-tuning of a copy of the model (the reference)."""
 
 
-MethodConfig = Union[PrefixConfig, PromptConfig, InfixConfig, FinetuneConfig]
+MethodConfig = Union[CausalPrefixConfig, CausalPromptConfig, CausalInfixConfig, CausalFinetuneConfig]
 
 
 @dataclass(frozen=True)
@@ -239,13 +239,13 @@ def _kv_encoder(model: Transformer, length: int, mlp_hidden: int | None, layers:
 
 
 class PrefixTuner(CausalTuner):
-    """``[PREFIX; BOS x SEP y]``: see :class:`PrefixConfig`."""
+    """``[PREFIX; BOS x SEP y]``: see :class:`CausalPrefixConfig`."""
 
-    def __init__(self, model: Transformer, config: PrefixConfig):
+    def __init__(self, model: Transformer, config: CausalPrefixConfig):
         super().__init__(model, config)
         L = model.cfg.num_layers
         if config.layers is not None and max(config.layers) >= L:
-            raise ValueError(f"PrefixConfig.layers {config.layers} name a layer >= num_layers={L}; use indices 0..{L - 1}.")
+            raise ValueError(f"CausalPrefixConfig.layers {config.layers} name a layer >= num_layers={L}; use indices 0..{L - 1}.")
         if config.prefix_len >= model.cfg.max_len:
             raise ValueError(f"prefix_len={config.prefix_len} leaves no position for the input "
                              f"(max_len={model.cfg.max_len}); shorten the prefix.")
@@ -277,9 +277,9 @@ class PrefixTuner(CausalTuner):
 
 
 class PromptTuner(CausalTuner):
-    """``[P_e; BOS x SEP y]``: see :class:`PromptConfig`."""
+    """``[P_e; BOS x SEP y]``: see :class:`CausalPromptConfig`."""
 
-    def __init__(self, model: Transformer, config: PromptConfig):
+    def __init__(self, model: Transformer, config: CausalPromptConfig):
         super().__init__(model, config)
         n, d, V = config.prompt_len, model.cfg.d_model, model.cfg.num_symbols
         emb = model.tok_emb.weight[:V].detach()
@@ -310,7 +310,7 @@ class InfixTuner(CausalTuner):
     model's keys/values there do not depend on what follows), the infix's keys/values are appended,
     and the rest is run with all of it as a per-row prefix; positions continue across the infix."""
 
-    def __init__(self, model: Transformer, config: InfixConfig):
+    def __init__(self, model: Transformer, config: CausalInfixConfig):
         super().__init__(model, config)
         self.encoder = _kv_encoder(model, config.infix_len, config.mlp_hidden, None, config.init, config.init_std, None)
 
@@ -326,7 +326,7 @@ class InfixTuner(CausalTuner):
         p = self.config.position
         p = x_len + 1 if p is None else p
         if not 1 <= p <= x_len + 1:
-            raise ValueError(f"InfixConfig.position={p} must be in [1, x_len + 1 = {x_len + 1}]: after [BOS] and "
+            raise ValueError(f"CausalInfixConfig.position={p} must be in [1, x_len + 1 = {x_len + 1}]: after [BOS] and "
                              "at the latest just before [SEP], so that every prediction of y comes after the infix.")
         return p
 
@@ -350,7 +350,7 @@ class InfixTuner(CausalTuner):
 class FinetuneTuner(CausalTuner):
     """A trained copy of the whole model (the base stays frozen and untouched)."""
 
-    def __init__(self, model: Transformer, config: FinetuneConfig):
+    def __init__(self, model: Transformer, config: CausalFinetuneConfig):
         super().__init__(model, config)
         self.model = copy.deepcopy(model).requires_grad_(True)
 
@@ -359,7 +359,7 @@ class FinetuneTuner(CausalTuner):
         return self.model(lm_inputs(self.base.cfg, x, y), positions=pos).logits
 
 
-_TUNERS = {PrefixConfig: PrefixTuner, PromptConfig: PromptTuner, InfixConfig: InfixTuner, FinetuneConfig: FinetuneTuner}
+_TUNERS = {CausalPrefixConfig: PrefixTuner, CausalPromptConfig: PromptTuner, CausalInfixConfig: InfixTuner, CausalFinetuneConfig: FinetuneTuner}
 
 
 def make_causal_tuner(model: Transformer, config: MethodConfig, *, seed: int = 0) -> CausalTuner:

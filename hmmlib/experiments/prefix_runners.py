@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..adapt.causal_tuning import (FinetuneConfig, InfixConfig, PrefixConfig, PromptConfig, TrainSettings, evaluate,
+from ..adapt.causal_tuning import (CausalFinetuneConfig, CausalInfixConfig, CausalPrefixConfig, CausalPromptConfig, TrainSettings, evaluate,
                                    fit, make_causal_tuner)
 from ..adapt.generation import GenerationData, GenerationTask, distance_to_family, score
 from ..hmm.families import mixture_hmm, perturbed_hmm, symbol_channel, through_channel
@@ -100,9 +100,9 @@ def prefix_setup(sizes: PrefixSizes, *, seed: int = 0, progress: bool = False) -
 def settings_for(setup: PrefixSetup, config: Any, seed: int, **over: Any) -> TrainSettings:
     """The preset's steps and batch with the learning rate of ``config``'s method."""
     s = setup.sizes
-    if isinstance(config, PrefixConfig) or isinstance(config, InfixConfig):
+    if isinstance(config, CausalPrefixConfig) or isinstance(config, CausalInfixConfig):
         lr = s.lr_prefix if config.mlp_hidden is not None else s.lr_direct
-    elif isinstance(config, PromptConfig):
+    elif isinstance(config, CausalPromptConfig):
         lr = s.lr_prompt
     else:
         lr = s.lr_finetune
@@ -190,7 +190,7 @@ def r1_prefix_vs_prompt(setup: PrefixSetup) -> list[dict]:
     s = setup.sizes
     return _sweep(lambda seed: [run(setup, cfg, seed=seed, length=n)
                                 for n in s.lengths
-                                for cfg in (PrefixConfig(n, s.mlp_hidden), PromptConfig(n))], setup)
+                                for cfg in (CausalPrefixConfig(n, s.mlp_hidden), CausalPromptConfig(n))], setup)
 
 
 def r3_reparametrisation(setup: PrefixSetup, prefix_len: int = 5) -> list[dict]:
@@ -200,7 +200,7 @@ def r3_reparametrisation(setup: PrefixSetup, prefix_len: int = 5) -> list[dict]:
     for seed in _seeds(setup):
         for lr in s.lr_sweep:
             for hidden, name in ((s.mlp_hidden, "mlp"), (None, "direct")):
-                cfg = PrefixConfig(prefix_len, hidden)
+                cfg = CausalPrefixConfig(prefix_len, hidden)
                 out.append(run(setup, cfg, seed=seed, settings=settings_for(setup, cfg, seed, lr=lr), param=name))
     return out
 
@@ -216,9 +216,9 @@ def r4_initialisation(setup: PrefixSetup, prefix_len: int = 5) -> list[dict]:
     rel = sample(setup.target, 1, prefix_len, seed=901)[0][0].tolist()
     other = dirichlet_hmm(s.num_states, s.num_symbols, seed=99_999)
     irr = sample(other, 1, prefix_len, seed=902)[0][0].tolist()
-    inits = {"random": PrefixConfig(prefix_len, None), "uniform": PrefixConfig(prefix_len, None, init="uniform"),
-             "relevant": PrefixConfig(prefix_len, None, init="tokens", init_tokens=tuple(rel)),
-             "irrelevant": PrefixConfig(prefix_len, None, init="tokens", init_tokens=tuple(irr))}
+    inits = {"random": CausalPrefixConfig(prefix_len, None), "uniform": CausalPrefixConfig(prefix_len, None, init="uniform"),
+             "relevant": CausalPrefixConfig(prefix_len, None, init="tokens", init_tokens=tuple(rel)),
+             "irrelevant": CausalPrefixConfig(prefix_len, None, init="tokens", init_tokens=tuple(irr))}
     return _sweep(lambda seed: [run(setup, cfg, train="target_train", test=("target_test",), seed=seed, num_train=n,
                                     init=name, regime=regime)
                                 for regime, n in (("low", s.low_data), ("full", None))
@@ -230,13 +230,13 @@ def r5_data_size(setup: PrefixSetup, prefix_len: int = 5) -> list[dict]:
     s = setup.sizes
     return _sweep(lambda seed: [run(setup, cfg, seed=seed, num_train=n, size=n)
                                 for n in s.data_sizes
-                                for cfg in (PrefixConfig(prefix_len, s.mlp_hidden), FinetuneConfig())], setup)
+                                for cfg in (CausalPrefixConfig(prefix_len, s.mlp_hidden), CausalFinetuneConfig())], setup)
 
 
 def r6_prefix_length(setup: PrefixSetup) -> list[dict]:
     """R6: prefix length sweep, train and test excess loss (``low_data`` examples, so overfitting can show)."""
     s = setup.sizes
-    return _sweep(lambda seed: [run(setup, PrefixConfig(n, s.mlp_hidden), seed=seed, num_train=s.low_data * 2,
+    return _sweep(lambda seed: [run(setup, CausalPrefixConfig(n, s.mlp_hidden), seed=seed, num_train=s.low_data * 2,
                                     train_score=True, length=n) for n in s.length_sweep], setup)
 
 
@@ -245,14 +245,14 @@ def r7_infix(setup: PrefixSetup) -> list[dict]:
     s = setup.sizes
     return _sweep(lambda seed: [run(setup, cfg, seed=seed, length=n)
                                 for n in s.lengths
-                                for cfg in (PrefixConfig(n, s.mlp_hidden), InfixConfig(n, s.mlp_hidden))], setup)
+                                for cfg in (CausalPrefixConfig(n, s.mlp_hidden), CausalInfixConfig(n, s.mlp_hidden))], setup)
 
 
 def r8_extrapolation(setup: PrefixSetup, prefix_len: int = 5) -> list[dict]:
     """R8: train on the seen members only; test on seen and unseen members' examples."""
     s = setup.sizes
     return _sweep(lambda seed: [run(setup, cfg, train="seen_train", test=("seen_test", "unseen_test"), seed=seed)
-                                for cfg in (PrefixConfig(prefix_len, s.mlp_hidden), FinetuneConfig())], setup)
+                                for cfg in (CausalPrefixConfig(prefix_len, s.mlp_hidden), CausalFinetuneConfig())], setup)
 
 
 def r10_layers(setup: PrefixSetup, prefix_len: int = 5, k: int | None = None) -> list[dict]:
@@ -261,13 +261,13 @@ def r10_layers(setup: PrefixSetup, prefix_len: int = 5, k: int | None = None) ->
     L = s.num_layers
     k = k or max(1, L // 2)
     subsets = {"all": None, f"top-{k}": tuple(range(L - k, L)), f"bottom-{k}": tuple(range(k))}
-    return _sweep(lambda seed: [run(setup, PrefixConfig(prefix_len, s.mlp_hidden, layers=lay), seed=seed, layers=name)
+    return _sweep(lambda seed: [run(setup, CausalPrefixConfig(prefix_len, s.mlp_hidden, layers=lay), seed=seed, layers=name)
                                 for name, lay in subsets.items()], setup)
 
 
 def step0_kl(setup: PrefixSetup, prefix_len: int = 5, data: str = "test") -> dict[str, float]:
     """KL to the truth of the frozen model alone and with an all-zero prefix (not a no-op)."""
     d = setup.data[data]
-    frozen = make_causal_tuner(setup.model, FinetuneConfig())
-    zero = make_causal_tuner(setup.model, PrefixConfig(prefix_len, None, init="zeros"))
+    frozen = make_causal_tuner(setup.model, CausalFinetuneConfig())
+    zero = make_causal_tuner(setup.model, CausalPrefixConfig(prefix_len, None, init="zeros"))
     return {"frozen": evaluate(frozen, d, per_example=True), "zeros": evaluate(zero, d, per_example=True)}
