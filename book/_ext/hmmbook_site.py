@@ -10,7 +10,10 @@
    ``-W`` build still passes); ``HMMBOOK_PUBLISH=1`` turns the notice into a Sphinx warning for a real
    release (``HMMBOOK_PUBLISH=1 jupyter-book build . -W`` fails until the URL is set). A chapter whose install
    cell embeds a different URL is a Sphinx warning: rerun ``python tools/install_cell.py``.
-3. **Downloads with outputs.** After an HTML build the ``.ipynb`` download button serves the *executed*
+3. **A clean browser console.** Each script is included once (jupyter-book 1.x adds sphinx-thebe's and
+   sphinx-togglebutton's inline scripts twice, and the second ``const THEBE_JS_URL`` is a SyntaxError), and the
+   theme's colour mode defaults to ``light`` (an empty mode makes the theme log an error on every page).
+4. **Downloads with outputs.** After an HTML build the ``.ipynb`` download button serves the *executed*
    notebook (myst-nb's copy in ``_build/jupyter_execute``) instead of the output-free source.
 """
 from __future__ import annotations
@@ -84,8 +87,29 @@ def executed_notebook_downloads(app: Sphinx, exception: Exception | None) -> Non
     logger.info(f"hmmbook: {copied} executed notebooks placed behind the download buttons")
 
 
+def default_theme_mode(app: Sphinx, config) -> None:
+    if isinstance(config.html_theme_options, dict):
+        config.html_theme_options.setdefault("default_mode", "light")
+
+
+def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        attrs = getattr(js, "attributes", {}) or {}
+        key = (str(getattr(js, "filename", js)), tuple(sorted((k, str(v)) for k, v in attrs.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"] = unique
+
+
 def setup(app: Sphinx) -> dict:
     quiet_kernels()
+    app.connect("config-inited", default_theme_mode)
+    app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("builder-inited", check_repository_url)
     app.connect("build-finished", executed_notebook_downloads)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
