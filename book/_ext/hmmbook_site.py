@@ -13,6 +13,7 @@
 3. **A clean browser console.** Each script is included once (jupyter-book 1.x adds sphinx-thebe's and
    sphinx-togglebutton's inline scripts twice, and the second ``const THEBE_JS_URL`` is a SyntaxError), and the
    theme's colour mode defaults to ``light`` (an empty mode makes the theme log an error on every page).
+   MathJax is loaded on every page, since the navigation shows section titles with math everywhere.
 4. **Downloads with outputs.** After an HTML build the ``.ipynb`` download button serves the *executed*
    notebook (myst-nb's copy in ``_build/jupyter_execute``) instead of the output-free source.
 """
@@ -88,8 +89,9 @@ def executed_notebook_downloads(app: Sphinx, exception: Exception | None) -> Non
 
 
 def default_theme_mode(app: Sphinx, config) -> None:
-    if isinstance(config.html_theme_options, dict):
-        config.html_theme_options.setdefault("default_mode", "light")
+    context = dict(config.html_context or {})
+    context.setdefault("default_mode", "light")      # pydata-sphinx-theme reads it from html_context
+    config.html_context = context
 
 
 def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
@@ -99,7 +101,8 @@ def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
     seen, unique = set(), []
     for js in scripts:
         attrs = getattr(js, "attributes", {}) or {}
-        key = (str(getattr(js, "filename", js)), tuple(sorted((k, str(v)) for k, v in attrs.items())))
+        filename = getattr(js, "filename", js) or ""          # inline scripts have None or "" as filename
+        key = (str(filename), tuple(sorted((k, str(v)) for k, v in attrs.items())))
         if key not in seen:
             seen.add(key)
             unique.append(js)
@@ -108,6 +111,9 @@ def dedupe_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
 
 def setup(app: Sphinx) -> dict:
     quiet_kernels()
+    # MathJax on every page: the navigation shows section titles with math on pages that have none themselves
+    # (search, index, proof index), where Sphinx would otherwise leave the TeX raw.
+    app.set_html_assets_policy("always")
     app.connect("config-inited", default_theme_mode)
     app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("builder-inited", check_repository_url)
