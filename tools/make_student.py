@@ -11,9 +11,10 @@ gated solution (every cell from ``{solution-start}`` to ``{solution-end}``, both
 builds it like the instructor's edition (``make student`` does, into ``_build/student/html``), and the
 stripped notebooks, without outputs, are also written to ``--notebooks``.
 
-Launch buttons: the copy's ``_config.yml`` says ``repository.branch: <--branch>`` (default ``student``), so
-the Binder and Colab buttons of the student website open the notebooks of that branch. Publish the copy
-there (README, "Student edition"): the instructor's branch, which has the solutions, is never linked.
+Launch buttons: the copy's ``_config.yml`` says ``repository.branch: <--branch>`` (default ``student``), and
+``repository.url: <--url>`` when given, so the Binder and Colab buttons of the student website, and the
+chapters' Colab install cells, use that branch. Publish the copy there (book/instructors.md): the instructor's
+branch, which has the solutions, is never linked.
 
 Why not ``hide_solutions: true``: sphinx-exercise 1.2.1 raises ``NotImplementedError`` on gated solutions,
 and it would only hide them from the HTML, not from the downloads, Binder or Colab.
@@ -30,6 +31,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import install_cell  # noqa: E402
 START = re.compile(r"^\s*(```+|:::+)\s*\{solution-start\}", re.M)
 END = re.compile(r"^\s*(```+|:::+)\s*\{solution-end\}", re.M)
 # What the student copy contains besides book/ (paths relative to the repository root; missing ones skipped).
@@ -83,8 +86,13 @@ def _write_nb(nb: dict, path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def student_config(text: str, branch: str) -> str:
-    """The instructor's _config.yml with the student title and the launch buttons on ``branch``."""
+def student_config(text: str, branch: str, url: str | None = None) -> str:
+    """The instructor's _config.yml with the student title and the launch buttons on ``branch`` (of ``url``,
+    when given: e.g. a public repository for the student edition of a private instructor repository)."""
+    if url is not None:
+        text, n = re.subn(r"(?m)^(repository:\n(?:[ \t]+.*\n)*?)[ \t]+url:.*\n", rf"\1  url: {url}\n", text)
+        if n != 1:
+            raise ValueError("_config.yml: expected one `url:` under `repository:`")
     text, n = re.subn(r"(?m)^(repository:\n(?:[ \t]+.*\n)*?)[ \t]+branch:.*\n", rf"\1  branch: {branch}\n", text)
     if n != 1:
         raise ValueError("_config.yml: expected one `branch:` under `repository:`")
@@ -94,14 +102,16 @@ def student_config(text: str, branch: str) -> str:
     return text
 
 
-def make_student(out: Path, notebooks: Path | None, branch: str = "student", root: Path = ROOT) -> dict:
+def make_student(out: Path, notebooks: Path | None, branch: str = "student", root: Path = ROOT,
+                 url: str | None = None) -> dict:
     """Write the student copy; return {notebook name: number of removed cells}."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():                       # keep the student build's execution cache and _build
         if old.name not in (".jupyter_cache", "_build"):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
-    (out / "_config.yml").write_text(student_config((root / "_config.yml").read_text(), branch))
+    (out / "_config.yml").write_text(student_config((root / "_config.yml").read_text(), branch, url))
+    repo_url, repo_branch = install_cell.read_repository(out / "_config.yml")
     for rel in COPY:
         src = root / rel
         if src.is_dir():
@@ -119,6 +129,8 @@ def make_student(out: Path, notebooks: Path | None, branch: str = "student", roo
         nb = json.loads(path.read_text(encoding="utf-8"))
         stripped, cut = split_solutions(nb)
         stripped = clear_outputs(stripped)
+        if path.name[:2].isdigit():      # chapters: the Colab install cell installs from the student branch
+            install_cell.update_notebook(stripped, repo_url, repo_branch)
         removed[path.name] = len(cut)
         _write_nb(stripped, path)
         if notebooks is not None:
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "student_src")
     ap.add_argument("--notebooks", type=Path, default=ROOT / "_build" / "student" / "notebooks")
     ap.add_argument("--branch", default="student", help="branch the student edition's launch buttons open")
+    ap.add_argument("--url", default=None, help="repository of the student edition (default: _config.yml's)")
     ap.add_argument("--check", type=Path, metavar="FOLDER",
                     help="only search FOLDER (a built student edition) for solution text, and exit 1 on a leak")
     args = ap.parse_args(argv)
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_student: searched {args.check} for {len(probes)} solution-only phrases: "
               f"{'%d leaks' % len(leaks) if leaks else 'none found'}")
         return 1 if leaks else 0
-    removed = make_student(args.out, args.notebooks, args.branch)
+    removed = make_student(args.out, args.notebooks, args.branch, url=args.url)
     for name, n in removed.items():
         print(f"{name}: {n} solution cells removed")
     print(f"student sources in {args.out}; notebooks in {args.notebooks}; launch buttons open branch {args.branch!r}")
