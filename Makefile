@@ -69,7 +69,7 @@ test-notebooks: $(STAMP)
 
 ## Load every page of the built website (_build/html) in headless Chromium, offline (after `make book`).
 test-browser: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
+	$(BIN)/python -m pytest -p no:cacheprovider tests/browser/check_site_browser.py
 
 ## Does binder/requirements.txt resolve for Binder's Python (binder/runtime.txt)? Needs PyPI.
 check-binder: $(STAMP)
