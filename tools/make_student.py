@@ -168,7 +168,8 @@ def solution_probes(root: Path = ROOT, n_words: int = 7) -> list[str]:
             w = _words(line)
             for i in range(0, max(len(w) - n_words + 1, 0), n_words):
                 probe = " ".join(w[i:i + n_words])
-                if f" {probe} " not in others and probe not in probes:
+                wordy = sum(t.isalpha() and len(t) >= 2 for t in w[i:i + n_words]) >= 3   # not just numbers
+                if wordy and f" {probe} " not in others and probe not in probes:
                     probes.append(probe)
     return probes
 
