@@ -108,6 +108,28 @@ def _checker(label: str):
 
 
 # ----------------------------------------------------------------------------- helpers
+# hmmlib is used through its public top-level names, which the flat (0.1) and the layered (0.2) package
+# layouts share; the two names that moved are resolved here.
+def _theory():
+    from hmmlib import theory
+
+    return theory
+
+
+def memory_check_theorem():
+    """``check_theorem`` of chapter 5, wherever this version of hmmlib keeps it."""
+    import importlib
+
+    for name in ("hmmlib.experiments", "hmmlib.memory_experiments"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "check_theorem"):
+            return module.check_theorem
+    raise ImportError("hmmlib has no check_theorem (chapter 5's runner)")
+
+
 def _t(x: Any) -> torch.Tensor:
     return torch.as_tensor(x).detach().to("cpu", torch.float64)
 
@@ -118,7 +140,7 @@ def _close(a: Any, b: Any, atol: float) -> bool:
 
 
 def _is_hmm(p: _Problems, hmm: Any, name: str = "the HMM") -> bool:
-    from .hmm import HMM
+    from hmmlib import HMM
 
     return p.need(isinstance(hmm, HMM), f"{name} should be an hmmlib.HMM; got {type(hmm).__name__}")
 
@@ -133,9 +155,7 @@ def ch1_lemma(p: _Problems, G: Any, v: Any, hmm=None, x: Any = None) -> None:
     """Exercise "The lemma on another HMM": ``G`` is :math:`G(x)` for ``hmm`` (default
     ``dirichlet_hmm(4, 3, seed=11)``) and the 5 tokens ``x`` (default ``sample(hmm, 1, 5, seed=12)``), and ``v``
     is a non-zero kernel vector of ``W``."""
-    from . import bruteforce
-    from .generators import dirichlet_hmm
-    from .sampling import sample
+    from hmmlib import bruteforce, dirichlet_hmm, sample
 
     hmm = dirichlet_hmm(4, 3, seed=11) if hmm is None else hmm
     x = (sample(hmm, 1, 5, seed=12)[0][0] if x is None else torch.as_tensor(x)).reshape(-1)
@@ -158,8 +178,7 @@ def ch1_shortcut(p: _Problems, hmm, x: Any, shortcut: Any, agrees: bool | None =
     r"""Exercise "When is the shortcut exact?": ``shortcut`` ``(N, K)`` is :math:`A^\top P(H_1\mid x)` for each
     row of ``x``, computed with ``hmm``'s exact posteriors; ``agrees`` (optional) is the student's claim that it
     equals ``posterior_h0`` (to 1e-12), which holds when ``pi`` is uniform and ``A`` doubly stochastic."""
-    from .hmm import HMM
-    from .inference import posterior_h0, posterior_marginals
+    from hmmlib import HMM, posterior_h0, posterior_marginals
 
     if not _is_hmm(p, hmm):
         return
@@ -180,8 +199,7 @@ def ch1_uninformative(p: _Problems, hmm, num_samples: int = 100, seq_len: int = 
     r"""Exercise "Construct an HMM whose text says nothing": ``hmm`` has K = V = 3, ``W`` the identity, and
     :math:`P(H_0\mid x_{1:T}) = \pi` for every ``x``. Checked exactly on every sequence of 1 and 2 tokens (the
     posterior depends on ``x`` only through :math:`x_1` when ``W`` is the identity) and on sampled inputs."""
-    from .inference import posterior_h0
-    from .sampling import sample
+    from hmmlib import posterior_h0, sample
 
     if not _is_hmm(p, hmm):
         return
@@ -214,8 +232,8 @@ def ch2_decomposition(p: _Problems, hmm, x: Any, position: int, cross_entropy: f
     r"""Exercise "The decomposition, numerically": for the masked position ``position`` of the sequences ``x``
     (``sample(hmm, 2000, 32, seed=3)`` and 5 in the book) and the unigram :math:`q = W s`, the student's
     :math:`L(q)`, Bayes-optimal loss and :math:`\E[\mathrm{KL}(P\,\|\,q)]`, as expectations given the contexts."""
-    from .inference import entropy as H
-    from .inference import masked_token_conditionals
+    from hmmlib import entropy as H
+    from hmmlib import masked_token_conditionals
 
     x = torch.as_tensor(x)
     P = _t(masked_token_conditionals(hmm, x)[:, position])
@@ -239,8 +257,8 @@ def ch2_right_context(p: _Problems, hmm, x: Any, floor_pos0: float, floor_mid: f
     r"""Exercise "A one-sided model": with ``x`` ``(N, T+1)`` and position 0 masked, ``floor_pos0`` is the mean
     entropy of :math:`P(X_0\mid x_{1:T})` (``masked_conditional(hmm, x[:, 1:])``) and ``floor_mid`` that of
     :math:`P(X_{mid}\mid x_{-mid})`."""
-    from .inference import entropy as H
-    from .inference import masked_conditional, masked_token_conditionals
+    from hmmlib import entropy as H
+    from hmmlib import masked_conditional, masked_token_conditionals
 
     x = torch.as_tensor(x)
     ref0 = float(_t(H(masked_conditional(hmm, x[:, 1:]))).mean())
@@ -256,7 +274,7 @@ def ch2_right_context(p: _Problems, hmm, x: Any, floor_pos0: float, floor_mid: f
 def ch3_min_norm(p: _Problems, W: Any, mu: Any, b: Any, b_other: Any = None) -> None:
     r"""Exercise "The closed-form head is the smallest": ``b`` solves :math:`W^\top b = \mu` with the smallest
     norm (:math:`b = (W^+)^\top\mu`); ``b_other`` (optional) is another solution, which must be longer."""
-    from .theory import closed_form_head
+    closed_form_head = _theory().closed_form_head
 
     W, mu, b = _t(W), _t(mu).reshape(-1), _t(b).reshape(-1)
     ref = closed_form_head(W, mu)
@@ -283,7 +301,7 @@ def ch3_conditioning(p: _Problems, answers: dict, mu: Any = (1.0, -1.0, 0.2), W_
     r"""Exercise "Nearly identical states": ``answers`` maps each :math:`\delta` (0.2, 0.05, 0.01) to
     ``(sigma_min, head_norm)`` — :math:`\sigma_{\min}(W)` and :math:`\|(W^+)^\top\mu\|` for the student's
     :math:`W(\delta)` (``W_of_delta``, default the exercise's example columns)."""
-    from .theory import closed_form_head, nondegeneracy
+    closed_form_head, nondegeneracy = _theory().closed_form_head, _theory().nondegeneracy
 
     W_of_delta = W_of_delta or _conditioning_W
     missing = [d for d in (0.2, 0.05, 0.01) if not any(abs(float(k) - d) < 1e-12 for k in answers)]
@@ -303,7 +321,7 @@ def ch3_conditioning(p: _Problems, answers: dict, mu: Any = (1.0, -1.0, 0.2), W_
 def ch3_rowspace(p: _Problems, hmm, mu: Any, accuracy: float | None = None) -> None:
     r"""Exercise "More states than symbols": ``mu`` lies in the row space of ``hmm.W`` (K > V) and takes both
     signs, so both classes occur; ``accuracy`` (optional) is the closed-form head's test accuracy, which must be 1."""
-    from .theory import head_realizes
+    head_realizes = _theory().head_realizes
 
     if not _is_hmm(p, hmm):
         return
@@ -327,8 +345,10 @@ def ch4_construct(p: _Problems, hmm, mu: Any, u: Any, b: Any, num_test: int = 10
     ``mu`` on states {2, 3}, a prompt ``u`` (``(K,)`` or ``(k, K)``) and a head ``b`` with 100% accuracy on
     ``num_test`` test examples (``make_splits(hmm, task_from_mu(mu), (200, 10, num_test), seq_len, seed=seed)``)
     while no head alone realises ``mu``."""
-    from .tasks import make_splits, task_from_mu
-    from .theory import head_realizes, nondegeneracy, prompted_conditional
+    from hmmlib import make_splits, tasks
+    th = _theory()
+    task_from_mu = tasks.task_from_mu
+    head_realizes, nondegeneracy, prompted_conditional = th.head_realizes, th.nondegeneracy, th.prompted_conditional
 
     if not _is_hmm(p, hmm):
         return
@@ -363,9 +383,8 @@ def ch4_contains(p: _Problems, hmm, u: Any, x: Any, G_u: Any) -> None:
     r"""Exercise "Prompt tuning contains head tuning": ``u`` ``(k, K)`` has constant rows and ``G_u`` is the
     prompted conditional on ``x``, which must equal :math:`G` computed with the prior :math:`A^k\pi` of
     :math:`H_0` behind ``k`` tokens."""
-    from .hmm import HMM
-    from .inference import masked_conditional
-    from .theory import prompt_prior_h0, prompted_conditional
+    from hmmlib import HMM, masked_conditional
+    prompt_prior_h0, prompted_conditional = _theory().prompt_prior_h0, _theory().prompted_conditional
 
     u = _t(u)
     u2 = u.reshape(-1, u.shape[-1])
@@ -385,7 +404,7 @@ def ch5_degenerate(p: _Problems, loc, degenerate, mu: Any = (1.0, -1.0, 0.0), sy
     the same column in syntax state ``syntax`` (every other parameter unchanged); then :math:`W_{s^\star}` has
     rank ``num_values - 1`` and no :math:`b` has :math:`b^\top W_{s^\star} = \mu^\top`. ``accuracy`` (optional):
     the theorem's head on examples whose memory is 0 or 1, which must be below 75%."""
-    from .memory import MemoryHMM
+    from hmmlib import MemoryHMM
 
     if not p.need(isinstance(degenerate, MemoryHMM), f"degenerate should be a hmmlib.MemoryHMM; got "
                   f"{type(degenerate).__name__}"):
@@ -423,8 +442,8 @@ def ch5_reads(p: _Problems, answers: dict, mu: Any = (1.0, -1.2, 0.5), lengths: 
     0.7 optional) of ``locatable_memory_hmm(peak=peak)`` to the smallest ``T`` in ``lengths`` at which the margin
     exceeds the bound for at least ``share`` of ``sample_memory(hmm, num_seqs, T, seed=seed)`` (``None`` if
     none does); ``mu`` is the chapter's task (cell 0, syntax state 0, scale 20)."""
-    from .memory import locatable_memory_hmm, sample_memory
-    from .memory_experiments import check_theorem
+    from hmmlib import locatable_memory_hmm, sample_memory
+    check_theorem = memory_check_theorem()
 
     for peak in (0.5, 0.4):
         p.need(any(abs(float(k) - peak) < 1e-12 for k in answers), f"answers should include peak {peak}")

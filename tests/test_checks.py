@@ -266,7 +266,8 @@ def test_ch5_degenerate():
 
 def test_ch5_reads():
     from hmmlib.memory import sample_memory
-    from hmmlib.memory_experiments import check_theorem
+
+    check_theorem = checks.memory_check_theorem()
 
     mu = [1.0, -1.2, 0.5]
     right = {}
