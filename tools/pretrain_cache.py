@@ -5,9 +5,9 @@
     python tools/pretrain_cache.py ci
 
 The cache is ``$HMMBOOK_CACHE`` if set, else ``.cache/models`` in the checkout (see hmmlib's cache module).
-The calls mirror the chapters' own: the cache key covers the HMM, the configs (and hmmlib's version), so a
-model trained here is exactly the one a chapter asks for. Train on the device the chapters will use (Binder:
-the CPU). Works with the flat (0.1) and the layered (0.2, ``pretrained_for``) hmmlib.
+The calls mirror the chapters' own: the cache key covers the HMM, the configs, the device type and the
+source of the modules that produce the weights, so a model trained here is exactly the one a chapter asks for.
+Train on the device the chapters will use (Binder: the CPU).
 """
 from __future__ import annotations
 
@@ -16,21 +16,16 @@ import time
 
 import hmmlib
 from hmmlib.experiments import pretraining_sweep
-
-
-def _trainer(preset):
-    """``train(hmm, objective="mlm", **train_overrides)`` for this version of hmmlib."""
-    if hasattr(hmmlib, "pretrained_for"):                                   # layered hmmlib (0.2)
-        return lambda hmm, objective="mlm", **kw: hmmlib.pretrained_for(hmm, preset, objective, progress=False, **kw)
-    pt = preset.pretrain                                                    # flat hmmlib (0.1)
-    return lambda hmm, objective="mlm", **kw: hmmlib.pretrained_model(
-        hmm, pt.model_config(hmm.num_symbols, causal=objective == "causal"), pt.train_config(objective, **kw),
-        preset=preset.name, progress=False)
+from hmmlib.experiments.prefix_presets import prefix_sizes
+from hmmlib.experiments.prefix_runners import prefix_setup
 
 
 def main(argv: list[str]) -> int:
     preset = hmmlib.get_preset(argv[1] if len(argv) > 1 else None)
-    train = _trainer(preset)
+
+    def train(hmm, objective="mlm", **overrides):
+        return hmmlib.pretrained_for(hmm, preset, objective, progress=False, **overrides)
+
     t0 = time.perf_counter()
     print(f"pretraining the {preset.name} preset's models into {hmmlib.cache_dir()}", flush=True)
     # Chapter 2: the masked LM for every HMM size of the sweep (chapters 3 and 4 reuse them).
@@ -48,6 +43,8 @@ def main(argv: list[str]) -> int:
         mem = hmmlib.paper_memory_hmm(n_values, sz.num_syntax, sz.num_symbols, seed=0)
         train(hmmlib.to_hmm(mem))
         train(hmmlib.paper_hmm(sz.num_syntax * n_values, sz.num_symbols, seed=0))
+    # Chapter 7: the causal LM pretrained on the family of HMMs.
+    prefix_setup(prefix_sizes(preset.name))
     n = len(list(hmmlib.cache_dir().glob("*.pt")))
     print(f"done in {time.perf_counter() - t0:.0f} s; {n} models in the cache", flush=True)
     return 0
