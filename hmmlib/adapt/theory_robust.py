@@ -35,6 +35,7 @@ __all__ = [
     "head_sample_bound",
     "shortcut_posterior_h0",
     "nearest_neighbour_accuracy",
+    "linearly_separable",
     "binomial_se",
 ]
 
@@ -218,3 +219,24 @@ def nearest_neighbour_accuracy(features: Any, y: Any) -> float:
     d = torch.cdist(X, X)
     d.fill_diagonal_(float("inf"))
     return float((y[d.argmin(1)] == y).double().mean())
+
+
+def linearly_separable(features: Any, y: Any) -> bool:
+    r"""Whether some :math:`b` has :math:`(2y_i - 1)\,b^\top f_i\ge 1` for every example (a linear program).
+
+    For features that sum to 1 (``G`` or ``p``) a bias is implicit, so this is "some linear head is right
+    on every example". Infeasibility is decided by HiGHS to its tolerances (about 1e-7): use it on examples
+    whose labels have a clear margin, where a separating head does not need huge weights.
+    """
+    from scipy.optimize import linprog
+
+    X = torch.as_tensor(features, dtype=torch.float64)
+    s = 2 * torch.as_tensor(y).reshape(-1).to(torch.float64) - 1
+    if X.dim() != 2 or X.shape[0] != s.numel() or X.shape[0] == 0:
+        raise ValueError(f"features must be (N, d) with N >= 1 and y (N,); got {tuple(X.shape)}, {tuple(s.shape)}.")
+    A_ub = -(s[:, None] * X).numpy()
+    res = linprog(np.zeros(X.shape[1]), A_ub=A_ub, b_ub=-np.ones(X.shape[0]), bounds=[(None, None)] * X.shape[1],
+                  method="highs")
+    if res.status not in (0, 2):
+        raise ValueError(f"the separability linear program did not finish ({res.message}).")
+    return res.status == 0
