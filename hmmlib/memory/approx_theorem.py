@@ -33,7 +33,8 @@ __all__ = ["ApproxTheoremCheck", "dominant_key", "check_approximate_theorem"]
 
 @dataclass(frozen=True)
 class ApproxTheoremCheck:
-    r"""Per sequence (``(B,)`` tensors unless stated): ``located`` ``(B, T)`` (:math:`T^\star_\tau`),
+    r"""Per sequence (``(B,)`` tensors unless stated): ``located`` ``(B, T)`` (:math:`T^\star_\tau`; a row with
+    none gets ``bound = inf``),
     ``eta``, ``delta`` (key gap), ``beta`` (leakage bound), ``outside`` (attention mass off :math:`T^\star`),
     ``spread`` (:math:`\Delta`), ``margin``, ``bound`` (the right-hand side), ``score``, ``y``, ``correct``,
     ``value_const`` (:math:`C`, scalar), ``rank_residual`` (:math:`r_0`, scalar), ``q_max``
@@ -72,8 +73,8 @@ def check_approximate_theorem(mem: MemoryHMM, mu: Any, x: Any, *, cell: int, syn
                               kappa: Any = None) -> ApproxTheoremCheck:
     r"""Every quantity of the :math:`\eta`-approximate theorem on sequences ``x`` ``(B, T)``, exactly.
 
-    ``kappa`` defaults to :func:`dominant_key`. Raises ``ValueError`` if ``tau`` is not in [0, 1) or some
-    sequence has no position in :math:`T^\star_\tau` (raise ``tau`` or use longer sequences).
+    ``kappa`` defaults to :func:`dominant_key`. A sequence with no position in :math:`T^\star_\tau` gets an
+    infinite bound (no guarantee). Raises ``ValueError`` if ``tau`` is not in [0, 1) or ``scale <= 0``.
     """
     if not isinstance(tau, (int, float)) or not 0 <= tau < 1:
         raise ValueError(f"tau must be in [0, 1); got {tau!r}.")
@@ -89,9 +90,7 @@ def check_approximate_theorem(mem: MemoryHMM, mu: Any, x: Any, *, cell: int, syn
     reader = marginalise_reader(mem, post).view(*post.shape[:2], mem.num_cells, S)
     p_star = reader[..., cell, syntax]                                        # P(J_t = j*, S_t = s* | x_{-t})
     located = p_star >= 1 - tau - 1e-12                                      # tau = 0: certain (to rounding)
-    if not located.any(1).all():
-        raise ValueError(f"some sequence has no position with P(J_t=j*, S_t=s* | x_-t) >= 1 - tau = {1 - tau:g}; "
-                         "raise tau or use longer sequences.")
+    applicable = located.any(1)                                               # T* is not empty
     kappa = dominant_key(mem, syntax) if kappa is None else torch.as_tensor(kappa, dtype=mem.dtype, device=mem.device)
     W_s = mem.emissions_of_syntax_state(syntax)
     b = torch.linalg.pinv(W_s).T @ mu
@@ -99,7 +98,7 @@ def check_approximate_theorem(mem: MemoryHMM, mu: Any, x: Any, *, cell: int, syn
     inf = torch.tensor(float("inf"), dtype=mem.dtype, device=mem.device)
     in_min = torch.where(located, key, inf).amin(1)
     out_max = torch.where(located, -inf, key).amax(1)
-    n_in = located.sum(1).to(mem.dtype)
+    n_in = located.sum(1).to(mem.dtype).clamp_min(1)
     T = g.shape[1]
     delta = torch.where(n_in < T, in_min - out_max, torch.ones_like(in_min))
     beta = (T - n_in) * torch.exp(-scale * delta) / n_in
@@ -111,6 +110,7 @@ def check_approximate_theorem(mem: MemoryHMM, mu: Any, x: Any, *, cell: int, syn
     spread = ((q_minus - q[:, None]).abs().sum(-1) * located).amax(1)
     off = (val.abs() * ~located).amax(1)
     bound = mu.abs().max() * spread + eta * value_const + rank_residual + beta * off
+    bound = torch.where(applicable, bound, inf)                               # no located position: no guarantee
     head = set_theorem_head(SingleQueryAttentionHead(mem.num_symbols).to(mem.dtype), kappa.cpu(), scale, b.cpu())
     with torch.no_grad():
         attention = head.to(mem.device).attention(g)[:, 0]
@@ -122,6 +122,7 @@ def check_approximate_theorem(mem: MemoryHMM, mu: Any, x: Any, *, cell: int, syn
     ratio = q[:, None, :] / q_minus.clamp_min(torch.finfo(mem.dtype).tiny)
     c_t = ratio.amin(-1) / ratio.amax(-1)
     lik_ratio = torch.where(located, c_t, torch.ones_like(c_t)).amin(1)
+    lik_ratio = torch.where(applicable, lik_ratio, torch.zeros_like(lik_ratio))
     q_max = q.amax(1)
     spread_bound = 2 * (1 + 1 / lik_ratio) * (1 - q_max) / (lik_ratio * q_max)
     spread_bound = torch.where(lik_ratio > 0, spread_bound, inf).nan_to_num(nan=float("inf"))  # c = 0: no bound
