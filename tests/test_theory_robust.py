@@ -158,3 +158,17 @@ def test_binomial_se():
         tr.binomial_se(1.5, 10)
     with pytest.raises(ValueError, match="positive"):
         tr.binomial_se(0.5, 0)
+
+
+def test_linearly_separable_against_known_cases():
+    gen = torch.Generator().manual_seed(3)
+    X = torch.rand(80, 4, generator=gen, dtype=F64)
+    X = X / X.sum(1, keepdim=True)
+    b = torch.tensor([1.0, -1.0, 0.5, -0.2], dtype=F64)
+    y = (X @ b >= 0).long()
+    assert tr.linearly_separable(X[(X @ b).abs() > 1e-3], y[(X @ b).abs() > 1e-3])
+    # XOR-like labels on the corners of a square (with a constant feature) are not separable
+    Q = torch.tensor([[0, 0, 1], [1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=F64)
+    assert not tr.linearly_separable(Q, torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="features"):
+        tr.linearly_separable(Q, torch.tensor([0, 1]))
