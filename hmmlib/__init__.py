@@ -18,12 +18,13 @@ from .hmm import (HMM, to_hmmlearn_params, paper_hmm, dirichlet_hmm, sample, che
                   next_token_conditionals, entropy, viterbi, bruteforce)
 from .lm import (Transformer, TransformerConfig, ModelOutput, TrainConfig, Pretrained, pretrain, evaluate,
                  load_pretrained, save_checkpoint, load_checkpoint, pretrained_model, cache_dir, default_device)
-from .adapt import (tasks, theory, DownstreamTask, TaskDataset, paper_task, make_splits, paper_task_and_splits,
-                    TuneConfig, make_tuner, tune_and_evaluate)
+from .adapt import (tasks, theory, DownstreamTask, TaskDataset, SingleClassError, paper_task, make_splits,
+                    paper_task_and_splits, TuneConfig, HeadConfig, FakeTokenPromptConfig, PromptTuningConfig,
+                    PrefixTuningConfig, FineTuningConfig, Tuner, make_tuner, tune_and_evaluate)
 from .memory import (MemoryHMM, to_hmm, sample_memory, paper_memory_hmm, locatable_memory_hmm, memory_posterior,
                      memory_masked_posteriors, memory_masked_conditionals, MemoryTaskDataset, memory_task_and_splits,
                      SingleQueryAttentionHead, AttentionHeadTuner)
-from .experiments import Preset, get_preset, PRESET_ENV, plotting
+from .experiments import Preset, get_preset, PRESET_ENV, pretrained_for, plotting
 
 __all__ = [
     "__version__", "hmm", "lm", "adapt", "memory", "experiments",
@@ -32,10 +33,11 @@ __all__ = [
     "next_token_conditionals", "entropy", "viterbi", "bruteforce",
     "Transformer", "TransformerConfig", "ModelOutput", "TrainConfig", "Pretrained", "pretrain", "evaluate",
     "load_pretrained", "save_checkpoint", "load_checkpoint", "pretrained_model", "cache_dir", "default_device",
-    "tasks", "theory", "DownstreamTask", "TaskDataset", "paper_task", "make_splits", "paper_task_and_splits",
-    "TuneConfig", "make_tuner", "tune_and_evaluate",
+    "tasks", "theory", "DownstreamTask", "TaskDataset", "SingleClassError", "paper_task", "make_splits",
+    "paper_task_and_splits", "TuneConfig", "HeadConfig", "FakeTokenPromptConfig", "PromptTuningConfig",
+    "PrefixTuningConfig", "FineTuningConfig", "Tuner", "make_tuner", "tune_and_evaluate",
     "MemoryHMM", "to_hmm", "sample_memory", "paper_memory_hmm", "locatable_memory_hmm", "memory_posterior",
     "memory_masked_posteriors", "memory_masked_conditionals", "MemoryTaskDataset", "memory_task_and_splits",
     "SingleQueryAttentionHead", "AttentionHeadTuner",
-    "Preset", "get_preset", "PRESET_ENV", "plotting",
+    "Preset", "get_preset", "PRESET_ENV", "pretrained_for", "plotting",
 ]

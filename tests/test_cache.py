@@ -1,4 +1,4 @@
-"""The model cache: one training run per distinct (HMM, configs, preset), reused afterwards."""
+"""The model cache: one training run per distinct (HMM, configs, device type, source), reused afterwards."""
 from __future__ import annotations
 
 import dataclasses
@@ -57,7 +57,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def test_first_call_trains_and_writes_checkpoint_and_key(hmm, tmp_path, count_training):
     mcfg, tcfg = tiny_configs()
-    result = cache_mod.pretrained_model(hmm, mcfg, tcfg, preset="ci", cache=tmp_path, device="cpu", progress=False)
+    result = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
     assert len(count_training) == 1
     assert result.step == tcfg.num_steps and result.model_cfg == mcfg and result.train_cfg == tcfg
     pts, jsons = sorted(tmp_path.glob("*.pt")), sorted(tmp_path.glob("*.json"))
@@ -65,9 +65,9 @@ def test_first_call_trains_and_writes_checkpoint_and_key(hmm, tmp_path, count_tr
     assert Path(count_training[0]) == pts[0]
     assert len(pts[0].stem) >= 16 and all(c in "0123456789abcdef" for c in pts[0].stem)
     key = json.loads(jsons[0].read_text())
-    assert key == json.loads(json.dumps(cache_mod.model_key(hmm, mcfg, tcfg, "ci")))
-    assert key["model_cfg"] == mcfg.to_dict() and key["train_cfg"] == tcfg.to_dict() and key["preset"] == "ci"
-    assert key["hmmlib_version"] == hmmlib.__version__
+    assert key == json.loads(json.dumps(cache_mod.model_key(hmm, mcfg, tcfg, "cpu")))
+    assert key["model_cfg"] == mcfg.to_dict() and key["train_cfg"] == tcfg.to_dict() and key["device_type"] == "cpu"
+    assert set(key) == {"hmm_sha256", "model_cfg", "train_cfg", "device_type", "source_sha256"}
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -125,8 +125,8 @@ def fake_training(monkeypatch):
 def test_any_change_gives_another_cache_file(hmm, tmp_path, fake_training):
     mcfg, tcfg = tiny_configs()
 
-    def path_for(h=hmm, m=mcfg, t=tcfg, preset=None):
-        cache_mod.pretrained_model(h, m, t, preset=preset, cache=tmp_path, device="cpu", progress=False)
+    def path_for(h=hmm, m=mcfg, t=tcfg, device="cpu"):
+        cache_mod.pretrained_model(h, m, t, cache=tmp_path, device=device, progress=False)
         return fake_training[-1]
 
     base = path_for()
@@ -137,7 +137,7 @@ def test_any_change_gives_another_cache_file(hmm, tmp_path, fake_training):
         variants[f"model.{name}"] = path_for(m=dataclasses.replace(mcfg, **{name: value}))
     for name, value in TRAIN_CHANGES.items():
         variants[f"train.{name}"] = path_for(t=dataclasses.replace(tcfg, **{name: value}))
-    variants["preset"] = path_for(preset="ci")
+    variants["device_type"] = path_for(device="meta")  # another device type (no GPU needed: nothing trains)
     variants["hmm.seed"] = path_for(h=hmmlib.dirichlet_hmm(3, 6, seed=1))
     variants["hmm.kind"] = path_for(h=hmmlib.paper_hmm(3, 6, seed=0))
     # the same HMM with one emission probability moved by 1e-9 (columns still sum to 1)
@@ -202,3 +202,46 @@ def test_cache_dir_default_in_a_checkout(monkeypatch):
     assert cache_mod.cache_dir() == expected
     monkeypatch.setenv(cache_mod.CACHE_ENV, "")  # empty means unset
     assert cache_mod.cache_dir() == expected
+
+
+def _copy_package(tmp_path) -> Path:
+    import shutil
+    root = tmp_path / "hmmlib_copy"
+    shutil.copytree(cache_mod.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_editing_a_module_that_makes_the_weights_changes_the_key(hmm, tmp_path, monkeypatch):
+    """The key follows the source of the modules that produce the weights, and nothing else in the package."""
+    mcfg, tcfg = tiny_configs()
+    root = _copy_package(tmp_path)
+    monkeypatch.setattr(cache_mod, "PACKAGE_ROOT", root)
+
+    def digest():
+        return cache_mod.model_digest(cache_mod.model_key(hmm, mcfg, tcfg, "cpu"))
+
+    base = digest()
+    for other in ("adapt/frozen_lm.py", "experiments/presets.py", "memory/attention_head.py", "lm/cache.py"):
+        with open(root / other, "a") as f:
+            f.write("\n# an edit that cannot change a pretrained model\n")
+        assert digest() == base, other
+    seen = {base}
+    for name in cache_mod.WEIGHT_SOURCES:
+        with open(root / name, "a") as f:
+            f.write("\n# an edit to a module that produces the weights\n")
+        d = digest()
+        assert d not in seen, name
+        seen.add(d)
+
+
+def test_two_presets_with_the_same_configs_share_one_model(hmm, tmp_path, fake_training, monkeypatch):
+    from hmmlib.experiments import pretrained_for
+
+    monkeypatch.setenv(cache_mod.CACHE_ENV, str(tmp_path))
+    ci = hmmlib.get_preset("ci")
+    renamed = dataclasses.replace(ci, name="my-course")
+    pretrained_for(hmm, ci, device="cpu", progress=False)
+    pretrained_for(hmm, renamed, device="cpu", progress=False)
+    assert len(fake_training) == 2 and fake_training[0] == fake_training[1]
+    pretrained_for(hmm, ci, "causal", device="cpu", progress=False)
+    assert fake_training[2] != fake_training[0]

@@ -377,13 +377,14 @@ def test_bad_inputs_raise():
 def test_memory_presets():
     paper = hmmlib.get_preset("paper").memory
     assert paper.num_values_sweep == (2, 3, 5, 7) and paper.num_seeds == 5
-    assert paper.split_sizes == (5000, 500, 1000) and paper.seq_len == 128 and paper.model_len == 79
-    assert paper.num_steps == 4000 and paper.warmup_steps == 500 and paper.lr == 0.01 and paper.batch_size == 128
+    assert paper.split_sizes == (5000, 500, 1000) and paper.seq_len == 128 and paper.head.max_positions == 80
+    h = paper.head
+    assert h.num_steps == 4000 and h.warmup_steps == 500 and h.lr == 0.01 and h.batch_size == 128
     for name in ("ci", "default", "paper"):
         p = hmmlib.get_preset(name)
-        # the trained model reads [MASK] + model_len tokens: no more than the positions it was pretrained on
-        assert 1 <= p.memory.model_len <= p.pretrain.seq_len - 1 < p.pretrain.model_config(10).max_len
+        # the trained model reads [MASK] + tokens: no more than the positions it was pretrained on
+        assert 2 <= p.memory.head.max_positions <= p.pretrain.seq_len < p.pretrain.configs(10)[0].max_len
         assert set(p.memory.transformer_num_values) <= set(p.memory.num_values_sweep)
         cfg = p.memory.tune_config(seed=3)
-        assert cfg.method == "head" and cfg.seed == 3 and cfg.num_steps == p.memory.num_steps
+        assert cfg.method == "head" and cfg.seed == 3 and cfg.num_steps == p.memory.head.num_steps
     assert "memory:" in str(hmmlib.get_preset("ci"))

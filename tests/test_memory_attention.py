@@ -12,7 +12,7 @@ from hmmlib.memory.model import locatable_memory_hmm, sample_memory
 from hmmlib.experiments.memory_runners import check_theorem, theorem_head
 from hmmlib.memory.tasks import make_memory_splits
 from hmmlib.adapt.tasks import task_from_mu
-from hmmlib.adapt.tuning import TuneConfig
+from hmmlib.adapt import FakeTokenPromptConfig, HeadConfig
 
 F64 = torch.float64
 MU = torch.tensor([1.0, -1.2, 0.5], dtype=F64)   # two classes on the locatable HMM's three values
@@ -102,7 +102,7 @@ def test_theorem_head_construction():
 
 def test_closed_form_head_is_perfect_through_the_tuner(locatable):
     mem, splits = locatable
-    tuner = AttentionHeadTuner(mem, TuneConfig(method="head", num_steps=1))
+    tuner = AttentionHeadTuner(mem, HeadConfig(num_steps=1))
     kappa, b = theorem_head(mem, MU, syntax=0)
     set_theorem_head(tuner.head, kappa, 20.0, b)
     for split in ("train", "test"):
@@ -111,8 +111,7 @@ def test_closed_form_head_is_perfect_through_the_tuner(locatable):
 
 def test_trained_head_reaches_100_percent_on_the_locatable_hmm(locatable):
     mem, splits = locatable
-    tuner = AttentionHeadTuner(mem, TuneConfig(method="head", lr=0.03, num_steps=300, batch_size=64, warmup_steps=20,
-                                               seed=0))
+    tuner = AttentionHeadTuner(mem, HeadConfig(lr=0.03, num_steps=300, batch_size=64, warmup_steps=20, seed=0))
     before = tuner.evaluate(splits["test"])["accuracy"]
     tuner.fit(splits["train"])
     m = tuner.evaluate(splits["test"])
@@ -122,7 +121,7 @@ def test_trained_head_reaches_100_percent_on_the_locatable_hmm(locatable):
 
 def test_seeded_fit_reproduces(locatable):
     mem, splits = locatable
-    cfg = TuneConfig(method="head", num_steps=20, batch_size=32, seed=3)
+    cfg = HeadConfig(num_steps=20, batch_size=32, seed=3)
     a, b = AttentionHeadTuner(mem, cfg), AttentionHeadTuner(mem, cfg)
     a.fit(splits["train"])
     b.fit(splits["train"])
@@ -137,11 +136,14 @@ def test_frozen_masked_lm_gets_no_gradient(locatable):
     torch.manual_seed(0)
     model = hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
                                                          max_len=32))
+    model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probs = model_position_probs(model, splits["val"].x)
     assert probs.shape == (100, 25, 10) and torch.allclose(probs.sum(-1), torch.ones(100, 25))
-    tuner = AttentionHeadTuner(model, TuneConfig(method="head", num_steps=5, batch_size=16), model_len=12)
-    assert tuner.features(splits["val"]).shape == (100, 13, 10)
+    tuner = AttentionHeadTuner(model, HeadConfig(num_steps=5, batch_size=16, max_positions=13))
+    assert tuner.features(splits["val"]).shape == (100, 13, 10)  # [MASK] and 12 tokens
+    assert not model.training and not any(p.requires_grad for p in model.parameters())  # frozen when wrapped
+    assert set(tuner.state_dict()) == {f"head.{k}" for k in tuner.head.state_dict()}
     tuner.fit(splits["train"])
     assert all(p.grad is None for p in model.parameters())
     assert all(p.grad is not None for p in tuner.head.parameters())
@@ -152,23 +154,22 @@ def test_frozen_masked_lm_gets_no_gradient(locatable):
 
 def test_tuner_validation(locatable):
     mem, splits = locatable
-    with pytest.raises(ValueError, match="method='head'"):
-        AttentionHeadTuner(mem, TuneConfig(method="prompt"))
+    with pytest.raises(ValueError, match="AttentionHeadTuner takes a HeadConfig; got FakeTokenPromptConfig"):
+        AttentionHeadTuner(mem, FakeTokenPromptConfig())
     with pytest.raises(ValueError, match="MemoryHMM"):
-        AttentionHeadTuner(hmmlib.paper_hmm(4), TuneConfig())
+        AttentionHeadTuner(hmmlib.paper_hmm(4), HeadConfig())
     no_cond = make_memory_splits(mem, task_from_mu(MU), (30, 5, 5), 8, seed=1, with_conditionals=False)
     with pytest.raises(ValueError, match="exact conditionals"):
-        AttentionHeadTuner(mem, TuneConfig(num_steps=1)).fit(no_cond["train"])
+        AttentionHeadTuner(mem, HeadConfig(num_steps=1)).fit(no_cond["train"])
     model = hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
                                                          max_len=8))
-    with pytest.raises(ValueError, match="exceed the model's max_len=8"):
-        model_position_probs(model, splits["val"].x)
-    with pytest.raises(ValueError, match="symbols in \\[0, 10\\)"):
+    assert model_position_probs(model, splits["val"].x).shape == (100, 8, 10)  # cut to the model's 8 positions
+    with pytest.raises(ValueError, match="symbols must be in \\[0, 10\\)"):
         model_position_probs(model, torch.full((2, 3), 10))
-    with pytest.raises(ValueError, match="model_len"):
-        AttentionHeadTuner(model, TuneConfig(), model_len=8)
+    with pytest.raises(ValueError, match="max_positions must be a positive integer"):
+        AttentionHeadTuner(model, HeadConfig(max_positions=0))
     causal = hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
                                                           causal=True))
     with pytest.raises(ValueError, match="causal=False"):
-        AttentionHeadTuner(causal, TuneConfig())
-    assert math.isfinite(AttentionHeadTuner(mem, TuneConfig()).evaluate(splits["val"])["loss"])
+        AttentionHeadTuner(causal, HeadConfig())
+    assert math.isfinite(AttentionHeadTuner(mem, HeadConfig()).evaluate(splits["val"])["loss"])

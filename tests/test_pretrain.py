@@ -142,10 +142,10 @@ def test_causal_inputs_shift_right_after_bos():
 
 # --------------------------------------------------------------------------- configs and argument checks
 @pytest.mark.parametrize("kw,match", [
-    (dict(objective="clm"), r"objective must be 'mlm' or 'causal'; got 'clm'"),
-    (dict(mlm_probability=0.0), r"mlm_probability must be in \(0, 1\]"),
-    (dict(mlm_probability=-0.1), r"mlm_probability must be in \(0, 1\]"),
-    (dict(mlm_probability=1.5), r"mlm_probability must be in \(0, 1\]"),
+    (dict(objective="clm"), r"objective must be one of \('mlm', 'causal'\); got 'clm'"),
+    (dict(mlm_probability=0.0), r"mlm_probability must be a finite number > 0 and <= 1"),
+    (dict(mlm_probability=-0.1), r"mlm_probability must be a finite number > 0 and <= 1"),
+    (dict(mlm_probability=1.5), r"mlm_probability must be a finite number > 0 and <= 1"),
     (dict(seq_len=32, corpus_tokens=1000, doc_len=48), r"doc_len \(48\) must be a multiple of seq_len \(32\)"),
     (dict(seq_len=32, corpus_tokens=100, doc_len=128), r"corpus_tokens >= doc_len"),
     (dict(seq_len=32, corpus_tokens=16), r"corpus_tokens >= doc_len"),
@@ -153,8 +153,15 @@ def test_causal_inputs_shift_right_after_bos():
     (dict(batch_size=-2), r"TrainConfig\.batch_size must be a positive integer"),
     (dict(seq_len=1.5), r"TrainConfig\.seq_len must be a positive integer"),
     (dict(eval_every=0), r"TrainConfig\.eval_every must be a positive integer"),
-    (dict(lr=0.0), r"lr must be positive"),
-    (dict(warmup_steps=-1), r"warmup_steps non-negative"),
+    (dict(lr=0.0), r"TrainConfig\.lr must be a finite number > 0; got 0.0"),
+    (dict(lr=float("nan")), r"TrainConfig\.lr must be a finite number > 0; got nan"),
+    (dict(warmup_steps=-1), r"TrainConfig\.warmup_steps must be a non-negative integer"),
+    (dict(weight_decay=-0.1), r"TrainConfig\.weight_decay must be a finite number >= 0"),
+    (dict(weight_decay=float("inf")), r"TrainConfig\.weight_decay must be a finite number >= 0"),
+    (dict(grad_clip=float("nan")), r"TrainConfig\.grad_clip must be a finite number >= 0"),
+    (dict(seed=1.5), r"TrainConfig\.seed must be an int; got 1.5"),
+    (dict(seed=True), r"TrainConfig\.seed must be an int"),
+    (dict(compile="yes"), r"TrainConfig\.compile must be one of \(True, False\)"),
 ])
 def test_train_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -334,8 +341,7 @@ def ci_runs(paper4, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ci")
     runs = {}
     for objective in ("mlm", "causal"):
-        mcfg = CI.model_config(paper4.num_symbols, causal=objective == "causal")
-        tcfg = CI.train_config(objective, num_steps=CI_STEPS, eval_every=CI_EVAL_EVERY)
+        mcfg, tcfg = CI.configs(paper4.num_symbols, objective, num_steps=CI_STEPS, eval_every=CI_EVAL_EVERY)
         path = folder / f"{objective}.pt"
         runs[objective] = (pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, checkpoint_path=path), path)
     return runs
@@ -389,9 +395,9 @@ def test_checkpoint_round_trip(ci_runs):
 @pytest.mark.parametrize("objective", ["mlm", "causal"])
 def test_resume_equals_training_in_one_go(paper4, tmp_path, objective):
     # dropout > 0 so that the global torch RNG (restored from the checkpoint) matters too
-    mcfg = dataclasses.replace(CI.model_config(10, causal=objective == "causal"), dropout=0.1)
-    tcfg = CI.train_config(objective, num_steps=40, batch_size=4, seq_len=16, warmup_steps=5,
+    mcfg, tcfg = CI.configs(10, objective, num_steps=40, batch_size=4, seq_len=16, warmup_steps=5,
                            eval_every=1000, eval_num_seqs=8)
+    mcfg = dataclasses.replace(mcfg, dropout=0.1)
     whole = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False)
     path = tmp_path / "run.pt"
     half = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=20, checkpoint_path=path)

@@ -124,8 +124,12 @@ def test_dataset_determinism():
 def test_single_class_rejected():
     hmm = hmmlib.paper_hmm(4, seed=0)
     always = task_from_mu(torch.ones(4))  # mu^T p = 1 for every p
-    with pytest.raises(ValueError, match=r"single class .* Redraw the task"):
+    with pytest.raises(tasks.SingleClassError, match=r"all 50 examples have label 1: the task has a single class .* Redraw"):
         make_dataset(hmm, always, 50, 8, seed=0)
+    assert issubclass(tasks.SingleClassError, ValueError)
+    # the redraw loop catches only this error: any other ValueError from the splits propagates
+    with pytest.raises(ValueError, match="sizes must be"):
+        paper_task_and_splits(hmm, seed=0, sizes=(50, 10))
     ds = make_dataset(hmm, always, 50, 8, seed=0, require_two_classes=False)
     assert ds.majority_rate == 1.0 and ds.num_classes_present == 1
     with pytest.raises(ValueError, match="single class"):

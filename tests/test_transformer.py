@@ -420,11 +420,31 @@ def test_out_of_range_token_ids_raise(bad):
         model(x)
 
 
-@pytest.mark.parametrize("x", [torch.zeros(4, dtype=torch.int64), torch.zeros(2, 4), torch.zeros(1, 2, 3, dtype=torch.int64)],
-                         ids=["1d", "float", "3d"])
-def test_tokens_of_wrong_shape_or_dtype_raise(x):
-    with pytest.raises(ValueError, match=r"tokens must be an integer tensor of shape \(batch, seq_len\)"):
+@pytest.mark.parametrize("x, match", [
+    (torch.zeros(4, dtype=torch.int64), r"tokens must be a tensor of shape \(batch, seq_len\); got \(4,\)"),
+    (torch.zeros(1, 2, 3, dtype=torch.int64), r"tokens must be a tensor of shape \(batch, seq_len\)"),
+    (torch.zeros(2, 4), r"tokens must be int64 \(or int32\) ids; got dtype torch.float32: convert with tokens.long\(\)"),
+    (torch.zeros(2, 4, dtype=torch.int16), r"got dtype torch.int16: convert with tokens.long\(\)"),
+    (torch.zeros(2, 4, dtype=torch.uint8), r"got dtype torch.uint8: convert with tokens.long\(\)"),
+], ids=["1d", "3d", "float", "int16", "uint8"])
+def test_tokens_of_wrong_shape_or_dtype_raise(x, match):
+    with pytest.raises(ValueError, match=match):
         make_model(False)(x)
+
+
+def test_device_rule_tensors_on_another_device_are_refused():
+    """Token ids move to the model's device; a prompt, prefix or embeddings elsewhere is a ValueError.
+    (The ``meta`` device stands in for a second device on a CPU-only machine.)"""
+    model = make_model(False)
+    d = model.cfg.d_model
+    x = tokens(2, 4)
+    with pytest.raises(ValueError, match=r"prompt is on meta but the model is on cpu"):
+        model(x, prompt=torch.zeros(3, d, device="meta"))
+    with pytest.raises(ValueError, match=r"inputs_embeds is on meta"):
+        model(inputs_embeds=torch.zeros(2, 4, d, device="meta"))
+    kv = [(torch.zeros(1, model.cfg.num_heads, 2, model.cfg.d_head, device="meta"),) * 2] * model.cfg.num_layers
+    with pytest.raises(ValueError, match=r"prefix is on meta"):
+        model(x, prefix=kv)
 
 
 def test_dropout_is_active_in_training_mode_only():

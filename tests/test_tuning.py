@@ -1,4 +1,4 @@
-"""Downstream tuning (hmmlib.tuning, hmmlib.tuning_ideal): the ideal model's head and prompt tuning
+"""Downstream tuning (hmmlib.adapt): the ideal model's head and prompt tuning
 against the theory, and the frozen transformer's head / prompt / prefix tuning and fine-tuning
 (exactness of token initialisations, lossless MLP drop, frozen weights, parameter counts)."""
 from __future__ import annotations
@@ -10,8 +10,9 @@ torch.set_num_threads(1)
 
 import hmmlib  # noqa: E402
 from hmmlib import tasks, theory  # noqa: E402
-from hmmlib.adapt.tuning import (  # noqa: E402
-    PAPER_TUNING, PrefixEncoder, TransformerTuner, TuneConfig, make_tuner, prefix_from_tokens, tune_and_evaluate,
+from hmmlib.adapt import (  # noqa: E402
+    PAPER_TUNING, FakeTokenPromptConfig, FineTuningConfig, HeadConfig, PrefixEncoder, PrefixTuningConfig,
+    PromptTuningConfig, TransformerTuner, make_tuner, prefix_from_tokens, tune_and_evaluate,
 )
 from hmmlib.adapt.ideal import IdealTuner, _prior_ratio, ideal_prompted_features  # noqa: E402
 
@@ -70,50 +71,72 @@ def assert_same_state(model, state):
 
 # --------------------------------------------------------------------------- configuration
 def test_config_validation_and_paper_values():
-    cfg = TuneConfig.paper("prompt")
+    cfg = PromptTuningConfig.paper(prompt_len=20)
     assert (cfg.method, cfg.lr, cfg.num_epochs, cfg.batch_size, cfg.warmup_steps, cfg.weight_decay, cfg.prompt_len,
             cfg.schedule, cfg.seed) == ("prompt", 0.01, 100, 128, 500, 0.0, 20, "linear", 42)
-    assert TuneConfig.paper("head", lr=0.1).lr == 0.1 and PAPER_TUNING["lr"] == 0.01
-    bad = [dict(method="probe"), dict(lr=0), dict(lr=float("nan")), dict(batch_size=0), dict(num_epochs=0),
-           dict(num_steps=0), dict(num_steps=2.5), dict(prompt_len=0), dict(prefix_len=-1), dict(prefix_mlp_hidden=0),
-           dict(init="zeros"), dict(weight_decay=-1.0), dict(grad_clip=-1.0), dict(warmup_steps=-1),
-           dict(schedule="cosine"), dict(positivity="square"), dict(init_tokens=(1, 2)),
-           dict(method="prompt", prompt_len=3, init="tokens", init_tokens=(1, 2)),
-           dict(method="prompt", prompt_len=2, init="tokens", init_tokens=(1, -2)), dict(prompt_lr_scale=0)]
-    for kw in bad:
-        with pytest.raises(ValueError):
-            TuneConfig(**kw)
+    assert HeadConfig.paper(lr=0.1).lr == 0.1 and PAPER_TUNING["lr"] == 0.01
+    bad = [(HeadConfig, dict(lr=0)), (HeadConfig, dict(lr=float("nan"))), (HeadConfig, dict(batch_size=0)),
+           (HeadConfig, dict(num_epochs=0)), (HeadConfig, dict(num_steps=0)), (HeadConfig, dict(num_steps=2.5)),
+           (HeadConfig, dict(weight_decay=-1.0)), (HeadConfig, dict(grad_clip=-1.0)), (HeadConfig, dict(warmup_steps=-1)),
+           (HeadConfig, dict(schedule="cosine")), (HeadConfig, dict(seed=0.5)), (HeadConfig, dict(max_positions=0)),
+           (PromptTuningConfig, dict(prompt_len=0)), (PrefixTuningConfig, dict(prefix_len=-1)),
+           (PrefixTuningConfig, dict(mlp_hidden=0)), (PromptTuningConfig, dict(init="zeros")),
+           (FakeTokenPromptConfig, dict(positivity="square")), (PromptTuningConfig, dict(init_tokens=(1,))),
+           (PromptTuningConfig, dict(prompt_len=3, init="tokens", init_tokens=(1, 2))),
+           (FakeTokenPromptConfig, dict(prompt_len=2, init="tokens", init_tokens=(1, -2))),
+           (PromptTuningConfig, dict(prompt_lr_scale=0)), (PrefixTuningConfig, dict(freeze_mlp="yes"))]
+    for cls, kw in bad:
+        with pytest.raises(ValueError, match=cls.__name__):
+            cls(**kw)
     hmm = hmmlib.paper_hmm(3, V, seed=0)
-    for method in ("prefix", "finetune"):
-        with pytest.raises(ValueError, match="ideal model has no layers"):
-            make_tuner(hmm, TuneConfig(method=method))
+    for cfg in (PromptTuningConfig(), PrefixTuningConfig(), FineTuningConfig()):  # configs of a transformer
+        with pytest.raises(ValueError, match=f"ideal model has no embeddings.*{type(cfg).__name__} is for a Transformer"):
+            make_tuner(hmm, cfg)
+    with pytest.raises(ValueError, match="TransformerTuner takes a HeadConfig or PromptTuningConfig"):
+        make_tuner(random_model(), FakeTokenPromptConfig())   # the ideal model's prompt on a transformer
     with pytest.raises(ValueError, match="symbols in"):
-        make_tuner(hmm, TuneConfig(method="prompt", prompt_len=1, init="tokens", init_tokens=(V,)))
+        make_tuner(hmm, FakeTokenPromptConfig(prompt_len=1, init="tokens", init_tokens=(V,)))
     with pytest.raises(ValueError, match="masked LM"):
-        make_tuner(random_model(causal=True), TuneConfig())
+        make_tuner(random_model(causal=True), HeadConfig())
     with pytest.raises(ValueError, match="symbols in"):
-        make_tuner(random_model(), TuneConfig(method="prefix", prefix_len=1, init="tokens", init_tokens=(V,)))
+        make_tuner(random_model(), PrefixTuningConfig(prefix_len=1, init="tokens", init_tokens=(V,)))
+    with pytest.raises(ValueError, match="model must be an HMM"):
+        make_tuner("bert", HeadConfig())
 
 
 def test_bad_datasets(small_splits):
-    long_ds = tasks.make_dataset(hmmlib.paper_hmm(4, V, seed=1), tasks.task_from_mu([1.0, -1, 0, 0]), 4, 60, seed=0,
-                                 require_two_classes=False)
-    with pytest.raises(ValueError, match="max_len"):
-        make_tuner(random_model(), TuneConfig(method="prompt", prompt_len=4)).fit(long_ds)
     with pytest.raises(ValueError, match="TaskDataset of this HMM"):  # a 4-state dataset on a 3-state HMM
-        make_tuner(hmmlib.paper_hmm(3, V, seed=0), TuneConfig(num_steps=1)).fit(small_splits["train"])
+        make_tuner(hmmlib.paper_hmm(3, V, seed=0), HeadConfig(num_steps=1)).fit(small_splits["train"])
+    with pytest.raises(ValueError, match="leave no room for tokens"):  # 64 positions: 63 prompt vectors + [MASK]
+        make_tuner(random_model(), PromptTuningConfig(prompt_len=63))
+    empty = small_splits["train"].subset(1)
+    empty = type(empty)(x=empty.x[:0], h0=empty.h0[:0], posterior=empty.posterior[:0], G=empty.G[:0], y=empty.y[:0],
+                        majority_rate=1.0)
+    for model in (hmmlib.paper_hmm(4, V, seed=1), random_model()):
+        with pytest.raises(ValueError, match="training set is empty"):
+            make_tuner(model, HeadConfig(num_steps=1)).fit(empty)
+
+
+def test_inputs_longer_than_the_model_reads_are_cut_to_the_layout(small_splits):
+    """A tuner reads [prompt] [MASK] and the first max_positions - 1 - prompt_len tokens, whatever the data length."""
+    model, ds = random_model(), small_splits["test"]
+    tuner = make_tuner(model, PromptTuningConfig(prompt_len=2, max_positions=8))
+    assert tuner.layout.max_tokens == 5
+    cut = type(ds)(x=ds.x[:, :5], h0=ds.h0, posterior=ds.posterior, G=ds.G, y=ds.y, majority_rate=ds.majority_rate)
+    assert torch.equal(tuner.features(ds), tuner.features(cut))
+    assert not torch.equal(tuner.features(ds), make_tuner(model, PromptTuningConfig(prompt_len=2)).features(ds))
 
 
 # --------------------------------------------------------------------------- the ideal model
 def test_ideal_head_full_rank_matches_closed_form(paper_splits):
     hmm, task, splits = paper_splits
     assert theory.nondegeneracy(hmm.W).full_column_rank
-    tuner = make_tuner(hmm, TuneConfig(method="head", lr=0.1, num_steps=300, schedule="constant"))
+    tuner = make_tuner(hmm, HeadConfig(lr=0.1, num_steps=300, schedule="constant"))
     assert isinstance(tuner, IdealTuner)
     history = tuner.fit(splits["train"], splits["val"])
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     res = tuner.evaluate(splits["test"])
-    closed = make_tuner(hmm, TuneConfig(method="head"))
+    closed = make_tuner(hmm, HeadConfig())
     closed.set_closed_form_head(task.mu)
     assert closed.evaluate(splits["test"])["accuracy"] == 1.0  # b^T G(x) = mu^T p(x) exactly (R2)
     agree = (tuner.predict(splits["test"]) == closed.predict(splits["test"])).double().mean()
@@ -125,9 +148,9 @@ def test_ideal_prompt_beats_head_on_counterexample():
     ce = theory.counterexample_head_fails_prompt_works()
     splits = tasks.make_splits(ce.hmm, tasks.task_from_mu(ce.mu), (512, 128, 512), 32, seed=0)
     base = dict(lr=0.1, num_steps=400, schedule="constant")
-    head = make_tuner(ce.hmm, TuneConfig(method="head", **base))
+    head = make_tuner(ce.hmm, HeadConfig(**base))
     head.fit(splits["train"])
-    prompt = make_tuner(ce.hmm, TuneConfig(method="prompt", prompt_len=1, **base))
+    prompt = make_tuner(ce.hmm, FakeTokenPromptConfig(prompt_len=1, **base))
     prompt.fit(splits["train"])
     acc_head = head.evaluate(splits["test"])["accuracy"]
     acc_prompt = prompt.evaluate(splits["test"])["accuracy"]
@@ -156,7 +179,7 @@ def test_ideal_token_prompt_equals_typed_symbols():
     hmm = hmmlib.dirichlet_hmm(3, 4, seed=2)
     ds = tasks.make_dataset(hmm, tasks.task_from_mu([1.0, -1.0, 0.5]), 6, 5, seed=0, require_two_classes=False)
     tokens = (2, 0)
-    tuner = make_tuner(hmm, TuneConfig(method="prompt", prompt_len=2, init="tokens", init_tokens=tokens))
+    tuner = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=2, init="tokens", init_tokens=tokens))
     full = torch.cat([torch.tensor(tokens).expand(6, -1), torch.zeros(6, 1, dtype=torch.long), ds.x], 1)
     want = hmmlib.masked_token_conditionals(hmm, full)[:, len(tokens)]  # P(X_0 | 2, 0, ., x)
     torch.testing.assert_close(tuner.features(ds), want, rtol=0, atol=1e-10)
@@ -165,7 +188,7 @@ def test_ideal_token_prompt_equals_typed_symbols():
 
 def test_schedule_and_determinism(paper_splits):
     hmm, _, splits = paper_splits
-    cfg = TuneConfig(method="prompt", lr=0.1, num_steps=4, warmup_steps=2, log_every=1, batch_size=64, seed=3)
+    cfg = FakeTokenPromptConfig(lr=0.1, num_steps=4, warmup_steps=2, log_every=1, batch_size=64, seed=3)
     a, b = make_tuner(hmm, cfg), make_tuner(hmm, cfg)
     ha, hb = a.fit(splits["train"]), b.fit(splits["train"])
     assert [round(h["lr"] / 0.1, 12) for h in ha] == [0.5, 1.0, 1.0, 0.5]
@@ -182,7 +205,7 @@ def test_schedule_and_determinism(paper_splits):
 def test_soft_prompt_from_tokens_equals_hard_tokens(small_splits):
     model, ds = random_model(), small_splits["test"]
     tokens = (3, 1, 4)
-    tuner = make_tuner(model, TuneConfig(method="prompt", prompt_len=3, init="tokens", init_tokens=tokens))
+    tuner = make_tuner(model, PromptTuningConfig(prompt_len=3, init="tokens", init_tokens=tokens))
     want = hard_probs(model, tokens, ds.x)
     torch.testing.assert_close(tuner.features(ds), want, rtol=0, atol=1e-6)
     assert (hard_probs(model, (), ds.x) - want).abs().max() > 1e-3  # the prompt does change the output
@@ -193,8 +216,7 @@ def test_prefix_from_tokens_equals_hard_tokens(small_splits, hidden):
     x, tokens = small_splits["test"].x, (5, 2, 7)
     # one-layer masked LM: the typed tokens' keys/values cannot depend on the input, so the tuner's init is exact
     model = random_model(num_layers=1)
-    tuner = make_tuner(model, TuneConfig(method="prefix", prefix_len=3, prefix_mlp_hidden=hidden, init="tokens",
-                                         init_tokens=tokens))
+    tuner = make_tuner(model, PrefixTuningConfig(prefix_len=3, mlp_hidden=hidden, init="tokens", init_tokens=tokens))
     torch.testing.assert_close(tuner.features(small_splits["test"]), hard_probs(model, tokens, x), rtol=0, atol=1e-5)
     # causal model, every position: the encoder (with or without MLP) reproduces typing the tokens
     causal = random_model(causal=True)
@@ -221,8 +243,7 @@ def test_prefix_in_bidirectional_model():
 
 def test_dropping_prefix_mlp_changes_nothing(small_splits):
     model = random_model()
-    cfg = TuneConfig(method="prefix", prefix_len=4, prefix_mlp_hidden=24, lr=0.01, num_steps=3, batch_size=32,
-                     freeze_prefix=False)
+    cfg = PrefixTuningConfig(prefix_len=4, mlp_hidden=24, lr=0.01, num_steps=3, batch_size=32, freeze_mlp=False)
     tuner = make_tuner(model, cfg)
     tuner.fit(small_splits["train"])
     before = tuner.features(small_splits["test"])
@@ -235,7 +256,7 @@ def test_dropping_prefix_mlp_changes_nothing(small_splits):
     with pytest.raises(ValueError, match="freeze_prefix"):
         tuner.fit(small_splits["train"])
     # fit() drops it by default, at the end
-    tuner = make_tuner(model, cfg.replace(freeze_prefix=True))
+    tuner = make_tuner(model, cfg.replace(freeze_mlp=True))
     tuner.fit(small_splits["train"])
     assert tuner.prefix.frozen
 
@@ -245,8 +266,9 @@ def test_dropping_prefix_mlp_changes_nothing(small_splits):
 def test_frozen_model_is_untouched(small_splits, method):
     model = random_model().train()
     state = clone_state(model)
-    cfg = TuneConfig(method=method, prompt_len=2, prefix_len=2, prefix_mlp_hidden=16, lr=0.05, num_steps=3,
-                     batch_size=32, freeze_prefix=False)
+    common = dict(lr=0.05, num_steps=3, batch_size=32)
+    cfg = {"head": HeadConfig(**common), "prompt": PromptTuningConfig(prompt_len=2, **common),
+           "prefix": PrefixTuningConfig(prefix_len=2, mlp_hidden=16, freeze_mlp=False, **common)}[method]
     tuner = make_tuner(model, cfg)
     assert isinstance(tuner, TransformerTuner)
     trainable = tuner.trainable_parameters()
@@ -255,7 +277,8 @@ def test_frozen_model_is_untouched(small_splits, method):
     assert len(history) == 1 and "val_accuracy" in history[0]
     assert_same_state(model, state)
     assert all(p.grad is None for p in model.parameters())
-    assert all(p.requires_grad for p in model.parameters()) and model.training  # flags and mode restored
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training  # frozen once, when wrapped
+    assert not any(k.startswith("model.") for k in tuner.state_dict())  # the frozen model is not the tuner's
     assert all(p.grad is not None for p in trainable)
     assert all(not torch.equal(p, q) for p, q in zip(trainable, start))
     res = tuner.evaluate(small_splits["test"])
@@ -265,7 +288,7 @@ def test_frozen_model_is_untouched(small_splits, method):
 def test_finetune_trains_a_copy(small_splits):
     model = random_model()
     state = clone_state(model)
-    tuner = make_tuner(model, TuneConfig(method="finetune", lr=1e-3, num_steps=3, batch_size=32))
+    tuner = make_tuner(model, FineTuningConfig(lr=1e-3, num_steps=3, batch_size=32))
     tuner.fit(small_splits["train"])
     assert_same_state(model, state)
     assert all(p.grad is None for p in model.parameters())
@@ -277,17 +300,60 @@ def test_parameter_counts():
     model = random_model()
     n_model = sum(p.numel() for p in model.parameters())
     head, d, L = 2 * V + 2, 32, 2
-    assert make_tuner(model, TuneConfig(method="head")).num_trainable_parameters == head
-    assert make_tuner(model, TuneConfig(method="head")).num_total_parameters == n_model + head
-    assert make_tuner(model, TuneConfig(method="prompt", prompt_len=5)).num_trainable_parameters == 5 * d + head
-    t = make_tuner(model, TuneConfig(method="prefix", prefix_len=3, prefix_mlp_hidden=16))
+    assert make_tuner(model, HeadConfig()).num_trainable_parameters == head
+    assert make_tuner(model, HeadConfig()).num_total_parameters == n_model + head
+    assert make_tuner(model, PromptTuningConfig(prompt_len=5)).num_trainable_parameters == 5 * d + head
+    t = make_tuner(model, PrefixTuningConfig(prefix_len=3, mlp_hidden=16))
     assert t.num_trainable_parameters == 3 * d + (d * 16 + 16) + (16 * 2 * L * d + 2 * L * d) + head
     assert t.num_stored_parameters == 3 * 2 * L * d + head
-    t = make_tuner(model, TuneConfig(method="prefix", prefix_len=3, prefix_mlp_hidden=None))
+    t = make_tuner(model, PrefixTuningConfig(prefix_len=3, mlp_hidden=None))
     assert t.num_trainable_parameters == t.num_stored_parameters == 3 * 2 * L * d + head
-    t = make_tuner(model, TuneConfig(method="finetune"))
+    t = make_tuner(model, FineTuningConfig())
     assert t.num_trainable_parameters == t.num_total_parameters == n_model + head
     hmm = hmmlib.paper_hmm(4, V, seed=0)
-    assert make_tuner(hmm, TuneConfig(method="head")).num_trainable_parameters == head
-    t = make_tuner(hmm, TuneConfig(method="prompt", prompt_len=2))
+    assert make_tuner(hmm, HeadConfig()).num_trainable_parameters == head
+    t = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=2))
     assert t.num_trainable_parameters == 2 * 4 + head and t.num_total_parameters == 4 + 16 + 40 + 2 * 4 + head
+
+
+# --------------------------------------------------------------------------- tuners are modules: save and load what was tuned
+def _same_features(a, b, ds):
+    torch.testing.assert_close(a.logits(ds), b.logits(ds), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["head", "prompt", "prefix", "prefix_mlp", "finetune", "ideal_prompt"])
+def test_tuned_parts_round_trip_through_a_state_dict(small_splits, tmp_path, kind):
+    """What a tuner learned is its state_dict: saved, loaded into a fresh tuner built the same way (another seed),
+    it gives the same logits; the fresh tuner's own initialisation gives different ones."""
+    common = dict(lr=0.05, num_steps=5, batch_size=32, seed=0)
+    model = random_model() if kind != "ideal_prompt" else hmmlib.paper_hmm(4, V, seed=1)
+    cfg = {"head": HeadConfig(**common), "prompt": PromptTuningConfig(prompt_len=2, **common),
+           "prefix": PrefixTuningConfig(prefix_len=2, mlp_hidden=None, **common),
+           "prefix_mlp": PrefixTuningConfig(prefix_len=2, mlp_hidden=8, **common),
+           "finetune": FineTuningConfig(**common), "ideal_prompt": FakeTokenPromptConfig(prompt_len=2, **common)}[kind]
+    tuner = make_tuner(model, cfg)
+    tuner.fit(small_splits["train"])
+    path = tmp_path / "tuned.pt"
+    torch.save(tuner.state_dict(), path)
+    fresh = make_tuner(model, cfg.replace(seed=1))
+    ds = small_splits["test"]
+    assert not torch.equal(fresh.logits(ds), tuner.logits(ds))
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    _same_features(fresh, tuner, ds)
+    if kind in ("prompt", "prefix", "prefix_mlp", "ideal_prompt"):
+        assert tuner.num_stored_parameters < 1000  # a few vectors and a head, never the frozen model
+
+
+def test_a_part_frozen_by_requires_grad_is_not_trained(paper_splits):
+    """Trainable parts are found by requires_grad: freezing the head leaves only the fake tokens to train."""
+    hmm, _, splits = paper_splits
+    tuner = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=1, lr=0.1, num_steps=5))
+    tuner.head.requires_grad_(False)
+    head = tuner.head.weight.detach().clone()
+    theta = tuner.theta.detach().clone()
+    tuner.fit(splits["train"])
+    assert torch.equal(tuner.head.weight, head) and not torch.equal(tuner.theta, theta)
+    assert tuner.num_trainable_parameters == 4
+    tuner.theta.requires_grad_(False)
+    with pytest.raises(ValueError, match="nothing to train"):
+        tuner.fit(splits["train"])

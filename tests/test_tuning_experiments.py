@@ -7,10 +7,12 @@ import torch
 
 import hmmlib
 from hmmlib import theory
-from hmmlib.experiments import ideal_tuning_sweep, model_input_len, summarize, TuningRow
+from hmmlib.experiments import ideal_tuning_sweep, summarize, TuningRow
 from hmmlib.experiments.presets import PRESET_NAMES, get_preset
 from hmmlib.adapt.tasks import make_dataset, task_from_mu
-from hmmlib.adapt.tuning import TuneConfig
+from hmmlib.adapt import (FakeTokenPromptConfig, FineTuningConfig, HeadConfig, PrefixTuningConfig,
+                          PromptTuningConfig, TransformerTuner)
+from hmmlib.lm.inputs import InputLayout
 
 
 # --------------------------------------------------------------------------- twin states
@@ -74,30 +76,39 @@ def test_truncate_and_subset():
 def test_tuning_presets_build_valid_configs(name):
     preset = get_preset(name)
     sz = preset.tuning
-    for method in ("head", "prompt"):
-        cfg = sz.tune_config(method, "ideal", seed=3)
-        assert isinstance(cfg, TuneConfig) and cfg.seed == 3 and cfg.lr == sz.lr and cfg.num_steps == sz.num_steps
-    lrs = {"head": sz.lr_head, "prompt": sz.lr_prompt, "prefix": sz.lr_prefix, "finetune": sz.lr_finetune}
-    for method, lr in lrs.items():
+    kinds = {("ideal", "head"): HeadConfig, ("ideal", "prompt"): FakeTokenPromptConfig,
+             ("transformer", "head"): HeadConfig, ("transformer", "prompt"): PromptTuningConfig,
+             ("transformer", "prefix"): PrefixTuningConfig, ("transformer", "finetune"): FineTuningConfig}
+    for (model, method), cls in kinds.items():
+        cfg = sz.tune_config(method, model, seed=3)
+        assert type(cfg) is cls and cfg.seed == 3
+    pt = preset.pretrain
+    model_cfg, _ = pt.configs(10)
+    for method in ("head", "prompt", "prefix", "finetune"):
         cfg = sz.tune_config(method, "transformer")
-        assert cfg.lr == lr and cfg.num_steps == sz.transformer_num_steps and cfg.warmup_steps == sz.warmup_steps
-        # the input fits the positions the model was pretrained on
-        extra = {"prompt": sz.prompt_len, "prefix": sz.prefix_len}.get(method, 0)
-        positions = min(preset.pretrain.seq_len, sz.model_len or preset.pretrain.seq_len)
-        assert model_input_len(preset, method) == min(positions - 1 - extra, sz.seq_len) >= 1
-    assert set(sz.transformer_num_states) <= set(preset.pretrain.num_states_sweep)  # chapter 2's cached models
+        # the trained model reads at most the positions it was pretrained on, and at least one token
+        layout = InputLayout(model_cfg, getattr(cfg, "prompt_len", 0) + getattr(cfg, "prefix_len", 0), cfg.max_positions)
+        assert layout.positions <= pt.seq_len and layout.max_tokens >= 1
+    assert set(sz.transformer_num_states) <= set(pt.num_states_sweep)  # chapter 2's cached models
     assert sz.tune_config("head", "ideal", lr=0.5).lr == 0.5
     with pytest.raises(ValueError, match="ideal"):
         sz.tune_config("head", "bert")
+    with pytest.raises(ValueError, match="has no method 'prefix'"):
+        sz.tune_config("prefix", "ideal")
+    with pytest.raises(ValueError, match="HeadConfig.lr must be a finite number > 0"):
+        sz.tune_config("head", "ideal", lr=-1.0)  # overrides are validated again
 
 
 def test_paper_tuning_preset_matches_the_paper():
-    sz = get_preset("paper").tuning
-    assert sz.num_states_sweep == (4, 8, 10, 12, 15, 25, 30) and sz.num_seeds == 20
-    assert sz.split_sizes == (5000, 500, 1000) and sz.seq_len == 128 and sz.prompt_len == 20
-    assert sz.lr == 0.01 and sz.batch_size == 128 and sz.warmup_steps == 500
     preset = get_preset("paper")
-    assert model_input_len(preset, "head") == 79 and model_input_len(preset, "prompt") == 59  # [MASK] x_1..x_79
+    sz = preset.tuning
+    assert sz.num_states_sweep == (4, 8, 10, 12, 15, 25, 30) and sz.num_seeds == 20
+    assert sz.split_sizes == (5000, 500, 1000) and sz.seq_len == 128
+    prompt = sz.tune_config("prompt", "transformer")
+    assert prompt.prompt_len == 20 and prompt.lr == 0.01 and prompt.batch_size == 128 and prompt.warmup_steps == 500
+    model = hmmlib.Transformer(preset.pretrain.configs(10)[0])
+    head = TransformerTuner(model, sz.tune_config("head", "transformer"))
+    assert head.layout.max_tokens == 79 and TransformerTuner(model, prompt).layout.max_tokens == 59  # [MASK] x_1..x_79
 
 
 # --------------------------------------------------------------------------- runners

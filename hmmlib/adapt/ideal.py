@@ -1,9 +1,9 @@
 r"""Head and prompt tuning on the *ideal* model: exact inference stands in for a perfect masked LM.
 
-* ``head``: a linear head ``nn.Linear(V, 2)`` on :math:`G(x) = W p(x)` (``dataset.G``), trained
+* :class:`HeadConfig`: a linear head ``nn.Linear(V, 2)`` on :math:`G(x) = W p(x)` (``dataset.G``), trained
   by gradient descent on the cross-entropy, or set in closed form from the task
   (:meth:`IdealTuner.set_closed_form_head`, :math:`b = (W^+)^\top\mu`, digest R2);
-* ``prompt``: ``prompt_len`` fake tokens with learnable non-negative emission rows
+* :class:`FakeTokenPromptConfig`: ``prompt_len`` fake tokens with learnable non-negative emission rows
   :math:`u_j = \exp(\theta_j)` (or ``softplus``), trained jointly with the head through the
   prompted conditional (digest R4, :mod:`hmmlib.theory`)
 
@@ -22,7 +22,8 @@ from torch import nn
 
 from . import theory
 from ..hmm.model import HMM
-from .tuning import TuneConfig, Tuner
+from .base import Tuner
+from .configs import FakeTokenPromptConfig, FineTuningConfig, HeadConfig, PrefixTuningConfig, PromptTuningConfig
 
 __all__ = ["IdealTuner", "fake_token_rows", "ideal_prompted_features"]
 
@@ -68,19 +69,21 @@ def ideal_prompted_features(hmm: HMM, theta: torch.Tensor, posterior: torch.Tens
 
 
 class IdealTuner(Tuner):
-    """Head or prompt tuning on the ideal model ``hmm`` (a :class:`~hmmlib.HMM`), in its dtype and on
-    its device. Datasets must come from the same HMM (:func:`hmmlib.tasks.make_splits`)."""
+    """Head or prompt tuning on the ideal model ``hmm`` (a :class:`~hmmlib.HMM`), in its dtype and on its
+    device, with a :class:`HeadConfig` or a :class:`FakeTokenPromptConfig`. Datasets must come from the same
+    HMM (:func:`hmmlib.adapt.make_splits`). The HMM is not registered: ``state_dict()`` holds the head and
+    the fake tokens' parameters ``theta``."""
 
-    def __init__(self, hmm: HMM, cfg: TuneConfig):
+    def __init__(self, hmm: HMM, cfg: HeadConfig | FakeTokenPromptConfig):
+        if isinstance(cfg, (PromptTuningConfig, PrefixTuningConfig, FineTuningConfig)):
+            raise ValueError(f"the ideal model has no embeddings, layers or weights: {type(cfg).__name__} is for a "
+                             "Transformer; use HeadConfig or FakeTokenPromptConfig (fake tokens) with an HMM.")
+        super().__init__(cfg, (HeadConfig, FakeTokenPromptConfig))
         if not isinstance(hmm, HMM):
             raise ValueError(f"expected an HMM; got {type(hmm).__name__}.")
-        if not isinstance(cfg, TuneConfig):
-            raise ValueError(f"cfg must be a TuneConfig; got {type(cfg).__name__}.")
-        if cfg.method not in ("head", "prompt"):
-            raise ValueError(f"the ideal model has no layers or weights: method must be 'head' or 'prompt'; "
-                             f"got {cfg.method!r} (use a Transformer for prefix tuning and fine-tuning).")
-        self.hmm, self.cfg = hmm, cfg
+        self._frozen("hmm", hmm)
         self.device, self.dtype = hmm.device, hmm.dtype
+        self.num_frozen_parameters = sum(t.numel() for t in (hmm.pi, hmm.A, hmm.W))
         V, K = hmm.num_symbols, hmm.num_states
         self.init_token_ids: torch.Tensor | None = None
         self.theta: nn.Parameter | None = None
@@ -88,7 +91,7 @@ class IdealTuner(Tuner):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.head = nn.Linear(V, 2).to(device=self.device, dtype=self.dtype)
-            if cfg.method == "prompt":
+            if isinstance(cfg, FakeTokenPromptConfig):
                 if cfg.init == "tokens":
                     if cfg.init_tokens is not None:
                         ids = torch.tensor(cfg.init_tokens, dtype=torch.long)
@@ -103,16 +106,6 @@ class IdealTuner(Tuner):
                     theta = torch.randn(cfg.prompt_len, K, dtype=self.dtype).to(self.device)
                 self.theta = nn.Parameter(theta.detach().clone())
                 self._ratio = _prior_ratio(hmm, cfg.prompt_len)
-        self._num_trainable = sum(p.numel() for p in self.trainable_parameters())
-        self.history: list[dict[str, float]] = []
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters()) + ([self.theta] if self.theta is not None else [])
-
-    @property
-    def num_total_parameters(self) -> int:
-        """The HMM's ``K + K^2 + V K`` numbers plus the trainable parameters."""
-        return sum(t.numel() for t in (self.hmm.pi, self.hmm.A, self.hmm.W)) + self.num_trainable_parameters
 
     @property
     def prompt_rows(self) -> torch.Tensor | None:
@@ -122,8 +115,8 @@ class IdealTuner(Tuner):
     def set_closed_form_head(self, mu) -> None:
         r"""Head tuning in closed form: class-1 logit :math:`b^\top G` with :math:`b = (W^+)^\top\mu`, class 0
         logit 0, so the prediction is :math:`\mathbb 1[b^\top G(x) > 0]` (exact when :math:`W` has full column rank)."""
-        if self.cfg.method != "head":
-            raise ValueError("set_closed_form_head is for method='head'.")
+        if not isinstance(self.cfg, HeadConfig):
+            raise ValueError("set_closed_form_head needs a HeadConfig.")
         b = theory.closed_form_head(self.hmm.W, torch.as_tensor(mu, dtype=self.dtype, device=self.device))
         with torch.no_grad():
             self.head.weight.zero_()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..hmm.model import HMM
+from .. import _validate as check
 from ..hmm.inference import posterior_h0
 from ..hmm.sampling import sample
 
@@ -40,9 +41,23 @@ __all__ = [
     "make_splits",
     "paper_task_and_splits",
     "sub_seed",
+    "SingleClassError",
+    "check_two_classes",
 ]
 
 SPLITS = ("train", "val", "test")
+
+
+class SingleClassError(ValueError):
+    """Every example of a split that must have both labels has the same label (redraw the task)."""
+
+
+def check_two_classes(y: torch.Tensor, model: str, redraw: str) -> None:
+    """Raise :class:`SingleClassError` if the labels ``y`` hold a single class (``model`` and ``redraw``
+    complete the message: what the task was drawn on, and what redraws it)."""
+    if torch.unique(y).numel() < 2:
+        raise SingleClassError(f"all {y.numel()} examples have label {int(y[0])}: the task has a single class on "
+                               f"this {model}. Redraw the task with another seed ({redraw}).")
 
 
 def sub_seed(seed: int, *keys: int) -> int:
@@ -51,19 +66,9 @@ def sub_seed(seed: int, *keys: int) -> int:
     Different keys give statistically independent streams, so the splits of one task and the
     redraws of a task never share random numbers.
     """
-    _check_seed(seed)
+    check.seed(seed)
     words = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *map(int, keys)]).generate_state(2, np.uint32)
     return int((int(words[0]) << 31) ^ int(words[1]))
-
-
-def _check_seed(seed: Any) -> None:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int; got {seed!r}.")
-
-
-def _check_positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive integer; got {v!r}.")
 
 
 def _as_vector(name: str, value: Any) -> torch.Tensor:
@@ -144,9 +149,9 @@ def paper_task(num_states: int, *, seed: int, num_nonzero: int = 6) -> Downstrea
     ``weights`` of shape ``(2, K)``. The label is the argmax over classes of ``weights @ p``, i.e.
     :math:`\mu = w_1 - w_0`, which has at most ``num_nonzero`` non-zero entries.
     """
-    _check_positive_int("num_states", num_states)
-    _check_positive_int("num_nonzero", num_nonzero)
-    _check_seed(seed)
+    check.positive_int("num_states", num_states)
+    check.positive_int("num_nonzero", num_nonzero)
+    check.seed(seed)
     rng = np.random.default_rng(seed)
     flat = np.zeros(2 * num_states)
     idx = rng.integers(0, 2 * num_states, size=num_nonzero)
@@ -187,7 +192,7 @@ class TaskDataset:
 
     def subset(self, num_examples: int) -> "TaskDataset":
         """The first ``num_examples`` examples (the majority rate recomputed on them)."""
-        _check_positive_int("num_examples", num_examples)
+        check.positive_int("num_examples", num_examples)
         if num_examples > len(self):
             raise ValueError(f"the dataset has {len(self)} examples; cannot take {num_examples}.")
         y = self.y[:num_examples]
@@ -198,7 +203,7 @@ class TaskDataset:
     def truncate(self, seq_len: int) -> "TaskDataset":
         """The same examples with inputs cut to their first ``seq_len`` tokens; the labels and exact
         quantities still refer to the full input (what a model with a shorter context is asked)."""
-        _check_positive_int("seq_len", seq_len)
+        check.positive_int("seq_len", seq_len)
         if seq_len > self.x.shape[1]:
             raise ValueError(f"cannot truncate inputs of length {self.x.shape[1]} to {seq_len} tokens.")
         return TaskDataset(x=self.x[:, :seq_len].contiguous(), h0=self.h0, posterior=self.posterior, G=self.G,
@@ -239,9 +244,9 @@ def make_dataset(
         rejects such tasks; redraw the task, e.g. with :func:`sample_task_with_two_classes`).
     """
     _check_task(hmm, task)
-    _check_positive_int("num_examples", num_examples)
-    _check_positive_int("seq_len", seq_len)
-    _check_seed(seed)
+    check.positive_int("num_examples", num_examples)
+    check.positive_int("seq_len", seq_len)
+    check.seed(seed)
     tokens, states = sample(hmm, int(num_examples), int(seq_len) + 1, seed=int(seed))
     x, h0 = tokens[:, 1:].contiguous(), states[:, 0].contiguous()
     post = posterior_h0(hmm, x)
@@ -249,11 +254,8 @@ def make_dataset(
     y = task.labels(post)
     rate = float(y.double().mean())
     ds = TaskDataset(x=x, h0=h0, posterior=post, G=G, y=y, majority_rate=max(rate, 1.0 - rate))
-    if require_two_classes and ds.num_classes_present < 2:
-        raise ValueError(
-            f"all {num_examples} examples have label {int(y[0])}: the task has a single class on this HMM. "
-            "Redraw the task with another seed (sample_task_with_two_classes or paper_task_and_splits do this)."
-        )
+    if require_two_classes:
+        check_two_classes(y, "HMM", "sample_task_with_two_classes or paper_task_and_splits do this")
     return ds
 
 
@@ -272,7 +274,7 @@ def make_splits(
     """
     if len(sizes) != 3:
         raise ValueError(f"sizes must be (train, val, test); got {sizes!r}.")
-    _check_seed(seed)
+    check.seed(seed)
     return {
         name: make_dataset(hmm, task, n, seq_len, seed=sub_seed(seed, i), require_two_classes=(name == "train"))
         for i, (name, n) in enumerate(zip(SPLITS, sizes))
@@ -294,8 +296,8 @@ def sample_task_with_two_classes(
     Raises:
         ValueError: if none of ``max_tries`` draws has two classes.
     """
-    _check_positive_int("max_tries", max_tries)
-    _check_seed(seed)
+    check.positive_int("max_tries", max_tries)
+    check.seed(seed)
     for i in range(int(max_tries)):
         task = paper_task(hmm.num_states, seed=sub_seed(seed, 0, i), num_nonzero=num_nonzero)
         probe = make_dataset(hmm, task, num_probe, probe_len, seed=sub_seed(seed, 1, i), require_two_classes=False)
@@ -325,15 +327,14 @@ def paper_task_and_splits(
     Raises:
         ValueError: if every try gave a single-class train split.
     """
-    _check_positive_int("max_tries", max_tries)
-    _check_seed(seed)
+    check.positive_int("max_tries", max_tries)
+    check.seed(seed)
     for i in range(int(max_tries)):
         task = paper_task(hmm.num_states, seed=sub_seed(seed, 0, i), num_nonzero=num_nonzero)
         try:
             return task, make_splits(hmm, task, sizes, seq_len, seed=sub_seed(seed, 2, i)), i + 1
-        except ValueError as e:
-            if "single class" not in str(e):
-                raise
+        except SingleClassError:
+            pass
     raise ValueError(
         f"none of {max_tries} task draws had two classes in its train split; "
         "increase max_tries or the train size, or use a different seed or HMM."

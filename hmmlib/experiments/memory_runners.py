@@ -9,7 +9,6 @@ r"""Experiment runners for chapter 5 (the memory-augmented HMM): each returns nu
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import torch
 
 from ..memory.attention_head import AttentionHeadTuner, SingleQueryAttentionHead, set_theorem_head
-from ..lm.cache import pretrained_model
 from ..hmm.generators import paper_hmm
 from ..hmm.model import HMM
 from ..hmm.inference import entropy, forward
@@ -25,8 +23,9 @@ from ..memory.model import MemoryHMM, marginalise_memory, marginalise_reader, pa
 from ..memory.inference import masked_state_posteriors, memory_posterior
 from ..memory.tasks import memory_task_and_splits
 from .presets import Preset
+from .runners import pretrained_for
 from ..adapt.tasks import paper_task_and_splits
-from ..adapt.tuning import make_tuner
+from ..adapt.api import make_tuner
 
 __all__ = ["PAPER_FIG_B3", "PAPER_FIG_A2", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]
@@ -173,10 +172,6 @@ class MemoryRow:
     linear_parameters: int
 
 
-def _truncated(ds, n: int):
-    return dataclasses.replace(ds, x=ds.x[:, :n].contiguous())
-
-
 def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained: bool = False,
                       device: torch.device | str | None = None, progress: bool = False) -> MemoryRow:
     r"""Memory HMM + attention head against vanilla HMM (``paper_hmm(4 n_mem)``) + linear head at position 0.
@@ -184,8 +179,8 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
     Ideal model: the attention head reads the exact :math:`P(X_t\mid x_{-t})`, the linear head the exact
     :math:`G(x) = W P(H_0\mid x)`. Trained model (``trained=True``): one masked LM pretrained on each HMM
     (``preset.pretrain``, cached), the attention head on its outputs at every position of
-    ``[MASK]`` and the first ``L`` tokens, and the linear head (:class:`hmmlib.tuning.TransformerTuner`) at the ``[MASK]``,
-    with ``L = preset.memory.model_len`` (labels use all ``seq_len`` tokens, as in the paper).
+    ``[MASK]`` and the first tokens, and the linear head (:class:`hmmlib.adapt.TransformerTuner`) at the ``[MASK]``,
+    both reading ``preset.memory.head.max_positions`` positions (labels use all ``seq_len`` tokens, as in the paper).
     """
     sz = preset.memory
     mem = paper_memory_hmm(num_values, sz.num_syntax, sz.num_symbols, seed=seed)
@@ -197,12 +192,8 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
     if not trained:
         att, lin = AttentionHeadTuner(mem, cfg), make_tuner(van, cfg)
     else:
-        pt = preset.pretrain
-        models = [pretrained_model(h, pt.model_config(sz.num_symbols), pt.train_config("mlm"), preset=preset.name,
-                                   device=device, progress=progress).model for h in (to_hmm(mem), van)]
-        att = AttentionHeadTuner(models[0], cfg, model_len=sz.model_len)
-        lin = make_tuner(models[1], cfg)
-        vsplits = {k: _truncated(v, sz.model_len) for k, v in vsplits.items()}
+        models = [pretrained_for(h, preset, device=device, progress=progress).model for h in (to_hmm(mem), van)]
+        att, lin = AttentionHeadTuner(models[0], cfg), make_tuner(models[1], cfg)
     att.fit(msplits["train"])
     lin.fit(vsplits["train"])
     m, v = att.evaluate(msplits["test"]), lin.evaluate(vsplits["test"])

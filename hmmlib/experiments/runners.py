@@ -5,13 +5,26 @@ from dataclasses import dataclass
 
 import torch
 
-from ..lm.cache import pretrained_model
+from ..adapt.api import tune_and_evaluate
+from ..adapt.tasks import paper_task_and_splits, sub_seed
+from ..adapt.theory import closed_form_head
 from ..hmm.generators import paper_hmm
-from .presets import Preset
+from ..hmm.model import HMM
+from ..lm.cache import pretrained_model
 from ..lm.pretrain import Pretrained
+from .presets import Preset
 
-__all__ = ["SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "PAPER_FIG_A1", "TuningRow", "ideal_tuning_sweep", "model_input_len",
+__all__ = ["pretrained_for", "SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "PAPER_FIG_A1", "TuningRow",
+           "ideal_tuning_sweep",
            "transformer_tuning_sweep", "summarize"]
+
+
+def pretrained_for(hmm: HMM, preset: Preset, objective: str = "mlm", *, device: torch.device | str | None = None,
+                   progress: bool = True, **train_overrides) -> Pretrained:
+    """The model ``preset`` pretrains on ``hmm`` with ``objective`` (``"mlm"`` or ``"causal"``), from the model cache
+    when it was trained before; ``train_overrides`` replace fields of the preset's :class:`~hmmlib.lm.TrainConfig`."""
+    model_cfg, train_cfg = preset.pretrain.configs(hmm.num_symbols, objective, **train_overrides)
+    return pretrained_model(hmm, model_cfg, train_cfg, device=device, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -32,12 +45,9 @@ def pretraining_sweep(preset: Preset, objective: str = "mlm", *, num_states: tup
                       hmm_seed: int = 0, progress: bool = True) -> list[SweepRow]:
     """Pretrain (or load from the cache) one model per HMM size of the paper's generator
     (10 symbols) and report its final distance to the exact conditionals."""
-    sizes = preset.pretrain
     rows = []
-    for K in num_states or sizes.num_states_sweep:
-        hmm = paper_hmm(K, 10, seed=hmm_seed)
-        res = pretrained_model(hmm, sizes.model_config(10, causal=objective == "causal"),
-                               sizes.train_config(objective), preset=preset.name, progress=progress)
+    for K in num_states or preset.pretrain.num_states_sweep:
+        res = pretrained_for(paper_hmm(K, 10, seed=hmm_seed), preset, objective, progress=progress)
         last = res.history[-1]
         rows.append(SweepRow(K, objective, last["tv"], last["excess_loss"], last["bayes_loss"], last["unigram_tv"],
                              last.get("pos0_tv"), res))
@@ -77,8 +87,6 @@ class TuningRow:
 
 
 def _closed_form_accuracy(hmm, task, ds) -> float:
-    from ..adapt.theory import closed_form_head
-
     b = closed_form_head(hmm.W, task.mu)
     return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
 
@@ -93,9 +101,6 @@ def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prom
     ``closed_form``, adds method ``"closed_form"``: the head :math:`b = (W^+)^\\top\\mu` (exact when
     :math:`W` has full column rank).
     """
-    from ..adapt.tasks import paper_task_and_splits, sub_seed
-    from ..adapt.tuning import tune_and_evaluate
-
     sz = preset.tuning
     rows = []
     for K in num_states or sz.num_states_sweep:
@@ -114,17 +119,6 @@ def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prom
     return rows
 
 
-def model_input_len(preset: Preset, method: str) -> int:
-    """Input tokens the trained model sees for ``method``: the positions it reads
-    (``preset.tuning.model_len``, default the pretraining length) minus the ``[MASK]`` and the
-    prompt or prefix positions, at most the example length. The paper likewise truncates to 79
-    or 59 tokens; the label still uses the posterior given all ``preset.tuning.seq_len`` tokens."""
-    sz = preset.tuning
-    extra = {"prompt": sz.prompt_len, "prefix": sz.prefix_len}.get(method, 0)
-    positions = min(preset.pretrain.seq_len, sz.model_len or preset.pretrain.seq_len)
-    return min(positions - 1 - extra, sz.seq_len)
-
-
 def transformer_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prompt", "prefix", "finetune"), *,
                              num_states: tuple[int, ...] | None = None, num_seeds: int | None = None,
                              hmm_seed: int = 0, ideal_methods: tuple[str, ...] = ("head", "prompt"),
@@ -133,22 +127,16 @@ def transformer_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head",
     """Every tuning ``method`` on the frozen masked LM pretrained on ``paper_hmm(K, 10, seed=hmm_seed)``
     (from the cache when chapter 2 trained it), with the ideal model's ``ideal_methods`` on the
     same task and splits beside it. Task seed ``s`` varies the task and the data, not the HMM."""
-    from ..adapt.tasks import paper_task_and_splits, sub_seed
-    from ..adapt.tuning import tune_and_evaluate
-
-    sz, pt = preset.tuning, preset.pretrain
+    sz = preset.tuning
     rows = []
     for K in num_states or sz.transformer_num_states:
         hmm = paper_hmm(K, 10, seed=hmm_seed)
-        model = pretrained_model(hmm, pt.model_config(10), pt.train_config("mlm"), preset=preset.name,
-                                 progress=progress, device=device).model
+        model = pretrained_for(hmm, preset, progress=progress, device=device).model
         for s in range(num_seeds or sz.transformer_num_seeds):
             task, splits, _ = paper_task_and_splits(hmm, seed=sub_seed(s, K, 1), sizes=sz.transformer_split_sizes,
                                                     seq_len=sz.seq_len)
             for m in methods:
-                T = model_input_len(preset, m)
-                cut = {k: d.truncate(T) for k, d in splits.items()}
-                r = tune_and_evaluate(model, sz.tune_config(m, "transformer", seed=s), cut)
+                r = tune_and_evaluate(model, sz.tune_config(m, "transformer", seed=s), splits)
                 rows.append(TuningRow("transformer", K, s, m, r["test"]["accuracy"], r["train"]["accuracy"],
                                       r["test"]["majority_rate"], r["parameters"]["trainable"]))
             for m in ideal_methods:

@@ -16,13 +16,13 @@ from .model import HMM
 __all__ = ["all_paths", "joint", "brute_posteriors", "brute_log_likelihood", "brute_h0_posterior",
            "brute_masked_token_conditionals", "brute_next_token_conditionals", "brute_viterbi"]
 
-_MAX_PATHS = 2_000_000
+MAX_PATHS = 2_000_000
 
 
 def all_paths(num_states: int, seq_len: int) -> torch.Tensor:
     """Every hidden path, shape (K^T, T), int64."""
-    if num_states ** seq_len > _MAX_PATHS:
-        raise ValueError(f"{num_states}^{seq_len} paths is too many for brute force; keep K^T <= {_MAX_PATHS}.")
+    if num_states ** seq_len > MAX_PATHS:
+        raise ValueError(f"{num_states}^{seq_len} paths is too many for brute force; keep K^T <= {MAX_PATHS}.")
     return torch.tensor(list(itertools.product(range(num_states), repeat=seq_len)), dtype=torch.int64)
 
 

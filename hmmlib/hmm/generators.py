@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._validate import positive_ints, positive_numbers
 from .model import HMM
 
 __all__ = ["paper_hmm", "dirichlet_hmm", "softmax_temp"]
@@ -23,18 +24,6 @@ def softmax_temp(u: np.ndarray, temp: float, axis: int = -1) -> np.ndarray:
     z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
-
-
-def _check_positive(**kw: float) -> None:
-    for name, v in kw.items():
-        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
-
-
-def _check_count(**kw: int) -> None:
-    for name, v in kw.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer; got {v!r}.")
 
 
 def paper_hmm(
@@ -61,10 +50,10 @@ def paper_hmm(
     are a noisy near-permutation, and each state emits one symbol with
     probability around 0.9.
     """
-    _check_count(num_states=num_states, num_symbols=num_symbols)
-    _check_positive(start_temp=start_temp, transition_temp=transition_temp, emission_temp=emission_temp)
+    positive_ints(num_states=num_states, num_symbols=num_symbols)
+    positive_numbers(start_temp=start_temp, transition_temp=transition_temp, emission_temp=emission_temp)
     num_perms = num_states if num_perms is None else num_perms
-    _check_count(num_perms=num_perms)
+    positive_ints(num_perms=num_perms)
     rng = np.random.default_rng(seed)
     K, V = num_states, num_symbols
     pi = softmax_temp(rng.random(K), start_temp)
@@ -93,8 +82,8 @@ def dirichlet_hmm(
 
     Concentrations below 1 give peaked (sparse) distributions, above 1 flat ones.
     """
-    _check_count(num_states=num_states, num_symbols=num_symbols)
-    _check_positive(
+    positive_ints(num_states=num_states, num_symbols=num_symbols)
+    positive_numbers(
         start_concentration=start_concentration,
         transition_concentration=transition_concentration,
         emission_concentration=emission_concentration,

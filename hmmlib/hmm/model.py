@@ -30,7 +30,7 @@ def column_tolerance(dtype: torch.dtype) -> float:
     return 1e-9 if dtype == torch.float64 else 1e-5
 
 
-def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
+def as_float_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value
     elif isinstance(value, np.ndarray) and value.dtype in (np.float32, np.float64):
@@ -49,7 +49,7 @@ def _as_float_tensor(name: str, value: Any) -> torch.Tensor:
     return t
 
 
-def _check_distribution_columns(name: str, t: torch.Tensor, axis_name: str, tol: float) -> None:
+def check_distribution_columns(name: str, t: torch.Tensor, axis_name: str, tol: float) -> None:
     """Finite, non-negative, columns summing to 1 (for 1-D: the vector sums to 1)."""
     bad = ~torch.isfinite(t)
     if bad.any():
@@ -96,9 +96,9 @@ class HMM:
     W: torch.Tensor
 
     def __post_init__(self) -> None:
-        pi = _as_float_tensor("pi", self.pi)
-        A = _as_float_tensor("A", self.A)
-        W = _as_float_tensor("W", self.W)
+        pi = as_float_tensor("pi", self.pi)
+        A = as_float_tensor("A", self.A)
+        W = as_float_tensor("W", self.W)
         if pi.dim() != 1 or pi.numel() == 0:
             raise ValueError(f"pi must be a non-empty vector of shape (num_states,); got shape {tuple(pi.shape)}.")
         K = pi.shape[0]
@@ -118,9 +118,9 @@ class HMM:
         if len(devices) > 1:
             raise ValueError(f"pi, A and W are on different devices {sorted(map(str, devices))}; move them to one.")
         pi, A, W = (t.to(dtype).contiguous() for t in (pi, A, W))
-        _check_distribution_columns("pi", pi, "", tol)
-        _check_distribution_columns("A", A, "A[h_next, h] = P(H_{t+1}=h_next | H_t=h)", tol)
-        _check_distribution_columns("W", W, "W[x, h] = P(X_t=x | H_t=h)", tol)
+        check_distribution_columns("pi", pi, "", tol)
+        check_distribution_columns("A", A, "A[h_next, h] = P(H_{t+1}=h_next | H_t=h)", tol)
+        check_distribution_columns("W", W, "W[x, h] = P(X_t=x | H_t=h)", tol)
         object.__setattr__(self, "pi", pi)
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "W", W)
@@ -151,10 +151,16 @@ class HMM:
         if dtype is not None and dtype not in _FLOAT_DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
         kw = {"device": device, "dtype": dtype}
-        copy = object.__new__(HMM)
-        for name in ("pi", "A", "W"):
-            object.__setattr__(copy, name, getattr(self, name).to(**kw).contiguous())
-        return copy
+        return HMM.trusted(*(getattr(self, n).to(**kw) for n in ("pi", "A", "W")))
+
+    @classmethod
+    def trusted(cls, pi: torch.Tensor, A: torch.Tensor, W: torch.Tensor) -> "HMM":
+        """An HMM from parameters that are already valid (a validated HMM's, moved or cast, or parts that
+        are stochastic by construction), without re-validation. Anything else goes through ``HMM(pi, A, W)``."""
+        hmm = object.__new__(cls)
+        for name, t in (("pi", pi), ("A", A), ("W", W)):
+            object.__setattr__(hmm, name, t.contiguous())
+        return hmm
 
     def stationary(self) -> torch.Tensor:
         """A stationary distribution ``s`` with ``A s = s`` (eigenvector of eigenvalue 1)."""
@@ -173,11 +179,11 @@ class HMM:
     @classmethod
     def from_hmmlearn_params(cls, startprob: Any, transmat: Any, emissionprob: Any) -> "HMM":
         """Build from hmmlearn's row-stochastic ``startprob_``, ``transmat_`` (K,K), ``emissionprob_`` (K,V)."""
-        A = _as_float_tensor("transmat", transmat)
-        W = _as_float_tensor("emissionprob", emissionprob)
+        A = as_float_tensor("transmat", transmat)
+        W = as_float_tensor("emissionprob", emissionprob)
         if A.dim() != 2 or W.dim() != 2:
             raise ValueError("transmat and emissionprob must be 2-D (num_states x num_states, num_states x num_symbols).")
-        return cls(_as_float_tensor("startprob", startprob), A.T, W.T)
+        return cls(as_float_tensor("startprob", startprob), A.T, W.T)
 
     @classmethod
     def from_hmmlearn(cls, model: Any) -> "HMM":

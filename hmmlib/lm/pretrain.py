@@ -21,7 +21,10 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import default_device
+from .inputs import InputLayout
+from .optim import adamw, lr_scheduler
 from ..hmm.model import HMM
+from .. import _validate as check
 from ..hmm.inference import masked_conditional, masked_token_conditionals, next_token_conditionals
 from ..hmm.sampling import sample
 from .transformer import Transformer, TransformerConfig
@@ -65,18 +68,18 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.objective not in ("mlm", "causal"):
-            raise ValueError(f"objective must be 'mlm' or 'causal'; got {self.objective!r}.")
+        check.one_of("TrainConfig.objective", self.objective, ("mlm", "causal"))
         for name in ("num_steps", "batch_size", "seq_len", "eval_every", "eval_num_seqs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer; got {v!r}.")
-        if not 0 < self.mlm_probability <= 1:
-            raise ValueError(f"mlm_probability must be in (0, 1]; got {self.mlm_probability}.")
-        if self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError("lr must be positive and warmup_steps non-negative.")
-        if self.doc_len is not None and (not isinstance(self.doc_len, int) or self.doc_len < 1):
-            raise ValueError(f"doc_len must be a positive integer or None; got {self.doc_len!r}.")
+            check.positive_int(f"TrainConfig.{name}", getattr(self, name))
+        check.finite_number("TrainConfig.lr", self.lr, low=0, strict=True)
+        check.non_negative_int("TrainConfig.warmup_steps", self.warmup_steps)
+        check.finite_number("TrainConfig.weight_decay", self.weight_decay, low=0)
+        check.finite_number("TrainConfig.grad_clip", self.grad_clip, low=0)
+        check.finite_number("TrainConfig.mlm_probability", self.mlm_probability, low=0, strict=True, high=1)
+        check.seed(self.seed, "TrainConfig.seed")
+        check.one_of("TrainConfig.compile", self.compile, (True, False))
+        check.positive_int("TrainConfig.doc_len", self.doc_len, allow_none=True)
+        check.positive_int("TrainConfig.corpus_tokens", self.corpus_tokens, allow_none=True)
         if self.corpus_tokens is not None:
             doc = self.doc_len or self.seq_len
             if doc % self.seq_len or self.corpus_tokens < doc:
@@ -115,6 +118,8 @@ def mask_tokens(tokens: torch.Tensor, model_cfg: TransformerConfig, mlm_probabil
     Returns ``(inputs, selected)``; the loss is taken at ``selected`` against the original tokens.
     At least one position is always selected.
     """
+    if tokens.dim() != 2 or tokens.numel() == 0:
+        raise ValueError(f"tokens must be a non-empty (batch, seq_len) tensor; got shape {tuple(tokens.shape)}.")
     dev = tokens.device
     u = torch.rand(tokens.shape + (3,), generator=generator, device=dev)
     selected = u[..., 0] < mlm_probability
@@ -221,21 +226,9 @@ class Pretrained:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with the config's learning rate and weight decay; the fused kernel where this torch
-    build has one for the device (one kernel for all parameters instead of several per tensor)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return max(0.0, (cfg.num_steps - step) / max(1, cfg.num_steps - cfg.warmup_steps))
-    return f
+    """Fused AdamW (where available) over the model's trainable parameters, with the config's
+    learning rate and weight decay."""
+    return adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay, fused=True)
 
 
 def mlm_loss(model: Transformer, inputs: torch.Tensor, selected: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -289,6 +282,7 @@ def pretrain(
         raise ValueError(f"seq_len={train_cfg.seq_len} needs max_len > seq_len; got max_len={model_cfg.max_len}.")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path.")
+    check.positive_int("stop_at", stop_at, allow_none=True)
     dev = torch.device(device) if device is not None else default_device()
     h = hmm.to(device=dev, dtype=torch.float32)
     end = train_cfg.num_steps if stop_at is None else min(stop_at, train_cfg.num_steps)
@@ -297,7 +291,7 @@ def pretrain(
         torch.manual_seed(train_cfg.seed)
         model = Transformer(model_cfg).to(dev)
         opt = make_optimizer(model, train_cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(train_cfg))
+        sched = lr_scheduler(opt, train_cfg.num_steps, train_cfg.warmup_steps)
         g = torch.Generator(device=dev)
         g.manual_seed(train_cfg.seed)
         result = Pretrained(model, model_cfg, train_cfg)
@@ -378,12 +372,9 @@ def load_pretrained(path: str | Path, device: torch.device | str | None = None) 
 
 @torch.no_grad()
 def model_masked_conditional(model: Transformer, x: torch.Tensor) -> torch.Tensor:
-    """The masked LM's distribution at a ``[MASK]`` placed before ``x = x_1 .. x_T``: the learned
-    counterpart of :func:`hmmlib.masked_conditional`. Shape (B, V), float32."""
-    if model.cfg.causal:
-        raise ValueError("model_masked_conditional needs a masked LM (cfg.causal=False).")
-    dev = next(model.parameters()).device
-    x = x.to(dev)
-    inputs = torch.cat([torch.full_like(x[:, :1], model.cfg.mask_id), x], 1)
-    pos = torch.zeros(x.shape[0], 1, dtype=torch.long, device=dev)
-    return model(inputs, positions=pos).probs()[:, 0]
+    """The masked LM's distribution at a ``[MASK]`` placed before ``x = x_1 .. x_T`` (all of it, within the
+    model's positions): the learned counterpart of :func:`hmmlib.masked_conditional`. Shape (B, V), float32."""
+    layout = InputLayout.for_model(model)
+    if x.dim() == 2 and x.shape[1] > layout.max_tokens:
+        raise ValueError(f"x has {x.shape[1]} tokens; the model reads at most {layout.max_tokens} after the [MASK].")
+    return model(layout.masked(x), positions=layout.mask_position(x.shape[0])).probs()[:, 0]

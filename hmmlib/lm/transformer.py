@@ -16,6 +16,10 @@ Hooks used by the tuning chapters:
   every real position (in causal mode too); real tokens' positions start after the prefix;
 * ``return_kv`` / ``positions``: the keys and values of every layer (to build a prefix from
   real tokens) and the outputs at chosen positions only.
+
+Devices, one rule: token ids and ``positions`` (data) are moved to the model's device; a
+``prompt``, ``prefix`` or ``inputs_embeds`` (computed or trained tensors) on another device is a
+``ValueError``, never moved silently.
 """
 from __future__ import annotations
 
@@ -185,14 +189,28 @@ class Transformer(nn.Module):
         """Token embeddings (no positions) of ids in ``[0, vocab_size)``: ``(B, T, d_model)``."""
         return self.tok_emb(tokens)
 
-    def _check_tokens(self, tokens: torch.Tensor) -> None:
-        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"tokens must be an integer tensor of shape (batch, seq_len); got {tuple(tokens.shape)} {tokens.dtype}.")
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Validate token ids and move them to the model's device (ids are data, so they move; see :meth:`forward`)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must be a tensor of shape (batch, seq_len); got {shape}.")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be int64 (or int32) ids; got dtype {tokens.dtype}: convert with tokens.long().")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
             raise ValueError(
                 f"token ids must be in [0, {self.cfg.vocab_size}) (symbols, [MASK]={self.cfg.mask_id}, "
                 f"[BOS]={self.cfg.bos_id}); got range [{int(tokens.min())}, {int(tokens.max())}]."
             )
+        return tokens.to(self.device)
+
+    def _check_device(self, name: str, t: torch.Tensor) -> None:
+        if t.device != self.device:
+            raise ValueError(f"{name} is on {t.device} but the model is on {self.device}: a {name} is trained "
+                             f"or computed, so it is not moved silently; create it there or call .to({str(self.device)!r}).")
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over symbols from final hidden states."""
@@ -239,15 +257,16 @@ class Transformer(nn.Module):
         if (tokens is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of tokens or inputs_embeds.")
         if tokens is not None:
-            self._check_tokens(tokens)
-            x = self.embed(tokens)
+            x = self.embed(self._check_tokens(tokens))
         else:
             x = inputs_embeds
+            self._check_device("inputs_embeds", x)
             if x.dim() != 3 or x.shape[-1] != cfg.d_model:
                 raise ValueError(f"inputs_embeds must be (batch, seq_len, d_model={cfg.d_model}); got {tuple(x.shape)}.")
         B, T, _ = x.shape
         P_prompt = 0
         if prompt is not None:
+            self._check_device("prompt", prompt)
             if prompt.dim() == 2:
                 prompt = prompt.unsqueeze(0)
             if prompt.dim() != 3 or prompt.shape[-1] != cfg.d_model or prompt.shape[0] not in (1, B):
@@ -261,6 +280,9 @@ class Transformer(nn.Module):
         if prefix is not None:
             if len(prefix) != cfg.num_layers:
                 raise ValueError(f"prefix needs one (keys, values) pair per layer ({cfg.num_layers}); got {len(prefix)}.")
+            for k, v in prefix:
+                self._check_device("prefix", k)
+                self._check_device("prefix", v)
             P_prefix = prefix[0][0].shape[2]
             want = (cfg.num_heads, P_prefix, cfg.d_head)
             for i, (k, v) in enumerate(prefix):
@@ -274,6 +296,8 @@ class Transformer(nn.Module):
         if total > cfg.max_len:
             raise ValueError(f"prefix + prompt + tokens = {total} positions exceed max_len={cfg.max_len}.")
         x = self.drop(x + self.pos_emb.weight[start:total])
+        if positions is not None:
+            positions = positions.to(self.device)
         select = self._selector(positions, B, x.shape[1] - P_prompt, P_prompt)
         kvs: list[KV] = []
         last = len(self.blocks) - 1

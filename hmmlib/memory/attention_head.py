@@ -13,7 +13,7 @@ attention starts uniform), keys and values ``Linear(in_dim, H d)`` and a linear 
 paper uses :math:`H` = ``in_dim`` heads of dimension :math:`d = 1`. Nothing depends on the position
 index, so the output is invariant to a permutation of the positions.
 
-:class:`AttentionHeadTuner` fits it with :class:`hmmlib.tuning.Tuner`'s loop (AdamW, seeded
+:class:`AttentionHeadTuner` fits it with :class:`hmmlib.adapt.Tuner`'s loop (AdamW, seeded
 minibatches, cross-entropy) on either
 
 * the **ideal model**: the exact :math:`g_t = P(X_t \mid x_{-t})` stored in a
@@ -30,9 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import MemoryHMM
+from ..adapt.base import Tuner
+from ..adapt.configs import HeadConfig
+from ..adapt.frozen_lm import freeze
+from ..lm.inputs import InputLayout
 from ..lm.transformer import Transformer
-from ..adapt.tuning import TuneConfig, Tuner
+from .model import MemoryHMM
 
 __all__ = ["SingleQueryAttentionHead", "set_theorem_head", "model_position_probs", "AttentionHeadTuner"]
 
@@ -104,37 +107,23 @@ def set_theorem_head(head: SingleQueryAttentionHead, kappa: Any, scale: float, b
 
 
 @torch.no_grad()
-def model_position_probs(model: Transformer, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    r"""A frozen masked LM's softmax over symbols at every position of ``[MASK] x_1 .. x_T``: ``(B, T+1, V)``
-    float32 (position 0 is the ``[MASK]``), one forward pass per batch, in eval mode, without gradients.
+def model_position_probs(model: Transformer, x: torch.Tensor, batch_size: int = 512,
+                         max_positions: int | None = None) -> torch.Tensor:
+    r"""A frozen masked LM's softmax over symbols at every position of ``[MASK] x_1 .. x_n``: ``(B, n+1, V)``
+    float32 (position 0 is the ``[MASK]``; ``n`` as :class:`hmmlib.lm.inputs.InputLayout` decides), one forward
+    pass per batch, in eval mode, without gradients.
 
     Only position 0 is a masked-LM prediction, the learned :math:`P(X_0 \mid x_{1:T})`. At a visible
     position ``t`` the model sees ``x_t`` itself, so its output there is **not**
     :math:`P(X_t \mid x_{-t})`: a BERT-style model trained with the 80/10/10 rule puts most of its mass
     on the token it sees. This is what the paper's attention head reads (``shallow_probe_memory``).
     """
-    if not isinstance(model, Transformer):
-        raise ValueError(f"expected a hmmlib.Transformer; got {type(model).__name__}.")
-    if model.cfg.causal:
-        raise ValueError("model_position_probs needs a masked LM (causal=False).")
-    dev = next(model.parameters()).device
-    x = torch.as_tensor(x)
-    if x.dim() != 2 or x.is_floating_point() or x.shape[1] == 0:
-        raise ValueError(f"x must be integer token ids of shape (batch, seq_len); got {tuple(x.shape)} {x.dtype}.")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= model.cfg.num_symbols):
-        raise ValueError(f"token ids must be symbols in [0, {model.cfg.num_symbols}); got range "
-                         f"[{int(x.min())}, {int(x.max())}].")
-    if x.shape[1] + 1 > model.cfg.max_len:
-        raise ValueError(f"[MASK] plus {x.shape[1]} tokens exceed the model's max_len={model.cfg.max_len}; truncate x.")
+    layout = InputLayout.for_model(model, 0, max_positions)
+    x = layout.tokens(torch.as_tensor(x))
     was = model.training
     model.eval()
     try:
-        out = []
-        for s in range(0, x.shape[0], batch_size):
-            xb = x[s:s + batch_size].to(dev)
-            inputs = torch.cat([torch.full_like(xb[:, :1], model.cfg.mask_id), xb], 1)
-            out.append(model(inputs).probs())
-        return torch.cat(out)
+        return torch.cat([model(layout.masked(x[s:s + batch_size])).probs() for s in range(0, x.shape[0], batch_size)])
     finally:
         model.train(was)
 
@@ -144,51 +133,37 @@ class AttentionHeadTuner(Tuner):
 
     Args:
         source: a :class:`~hmmlib.memory.MemoryHMM` (ideal model: datasets must carry exact
-            ``conditionals``) or a masked-LM :class:`~hmmlib.Transformer` (frozen).
-        cfg: a :class:`~hmmlib.tuning.TuneConfig` with ``method="head"`` (lr, steps, batch, seed...).
+            ``conditionals``) or a masked-LM :class:`~hmmlib.Transformer` (frozen when wrapped).
+        cfg: a :class:`~hmmlib.adapt.HeadConfig` (lr, steps, batch, seed; for a transformer, ``max_positions``:
+            how many positions it reads, ``[MASK]`` included; the paper reads 79 tokens of 128).
         num_heads, head_dim: the head's shape (default: ``V`` heads of dimension 1, the paper's).
-        model_len: for a transformer, how many input tokens it reads (default: all that fit its
-            ``max_len``); the paper reads 79 of 128.
     """
 
-    def __init__(self, source: MemoryHMM | Transformer, cfg: TuneConfig, *, num_heads: int | None = None,
-                 head_dim: int = 1, model_len: int | None = None):
-        if not isinstance(cfg, TuneConfig):
-            raise ValueError(f"cfg must be a TuneConfig; got {type(cfg).__name__}.")
-        if cfg.method != "head":
-            raise ValueError(f"the attention head is a head on frozen outputs: use TuneConfig(method='head'); got {cfg.method!r}.")
+    def __init__(self, source: MemoryHMM | Transformer, cfg: HeadConfig, *, num_heads: int | None = None,
+                 head_dim: int = 1):
+        super().__init__(cfg, (HeadConfig,))
         if isinstance(source, MemoryHMM):
-            self.model, V = None, source.num_symbols
+            self._frozen("model", None)
+            V = source.num_symbols
             self.device, self.dtype = source.device, source.dtype
-            self._frozen = sum(t.numel() for t in (source.memory_prior, source.pi, source.A, source.W))
+            self.num_frozen_parameters = sum(t.numel() for t in (source.memory_prior, source.pi, source.A, source.W))
         elif isinstance(source, Transformer):
             if source.cfg.causal:
                 raise ValueError("the attention head reads a masked LM's outputs: it needs causal=False.")
-            self.model, V = source, source.cfg.num_symbols
-            self.device, self.dtype = next(source.parameters()).device, torch.float32
-            self._frozen = sum(p.numel() for p in source.parameters())
-            if model_len is not None and (not isinstance(model_len, int) or not 1 <= model_len < source.cfg.max_len):
-                raise ValueError(f"model_len must be an int in [1, {source.cfg.max_len - 1}]; got {model_len!r}.")
+            self._frozen("model", freeze(source))
+            self.layout = InputLayout(source.cfg, 0, cfg.max_positions)
+            V = source.cfg.num_symbols
+            self.device, self.dtype = source.device, torch.float32
+            self.num_frozen_parameters = sum(p.numel() for p in source.parameters())
         else:
             raise ValueError(f"source must be a MemoryHMM (ideal model) or a hmmlib.Transformer; got {type(source).__name__}.")
-        self.cfg, self.source, self.model_len = cfg, source, model_len
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             self.head = SingleQueryAttentionHead(V, num_heads, head_dim).to(device=self.device, dtype=self.dtype)
-        self._num_trainable = sum(p.numel() for p in self.trainable_parameters())
         self._cache: dict[int, tuple[Any, torch.Tensor]] = {}
-        self.history: list[dict[str, float]] = []
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
-    @property
-    def num_total_parameters(self) -> int:
-        """The frozen source's numbers (HMM parameters or transformer weights) plus the head's."""
-        return self._frozen + self.num_trainable_parameters
 
     def features(self, dataset) -> torch.Tensor:
-        """What the head reads on ``dataset``: ``(B, T, V)`` exact conditionals or ``(B, T'+1, V)`` model outputs."""
+        """What the head reads on ``dataset``: ``(B, T, V)`` exact conditionals or ``(B, n+1, V)`` model outputs."""
         if self.model is None:
             g = getattr(dataset, "conditionals", None)
             if not isinstance(g, torch.Tensor) or g.dim() != 3 or g.shape[2] != self.head.in_dim:
@@ -201,8 +176,7 @@ class AttentionHeadTuner(Tuner):
         hit = self._cache.get(id(dataset))
         if hit is not None and hit[0] is x:
             return hit[1]
-        n = self.model_len if self.model_len is not None else min(x.shape[1], self.model.cfg.max_len - 1)
-        g = model_position_probs(self.model, x[:, :n], self.cfg.eval_batch_size)
+        g = model_position_probs(self.model, x, self.cfg.eval_batch_size, self.layout.max_positions)
         self._cache[id(dataset)] = (x, g)
         return g
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from ..hmm.bruteforce import _MAX_PATHS
+from ..hmm.bruteforce import MAX_PATHS
 from ..hmm.model import HMM
 from ..hmm.inference import backward, check_tokens, forward, masked_token_conditionals
-from .model import MemoryHMM, _check_mem, marginalise_memory, memory_configurations, to_hmm
+from .model import MemoryHMM, check_memory_hmm, marginalise_memory, memory_configurations, to_hmm
 
 __all__ = ["memory_posterior", "masked_state_posteriors", "memory_masked_posteriors", "memory_masked_conditionals",
            "brute_memory_joint", "brute_memory_posterior", "brute_memory_masked_conditionals"]
 
 
 def _tokens(mem: MemoryHMM, x: Any) -> torch.Tensor:
-    _check_mem(mem)
+    check_memory_hmm(mem)
     return check_tokens(x, mem.num_symbols, mem.device)[0]
 
 
@@ -84,14 +84,14 @@ def brute_memory_joint(mem: MemoryHMM, x: Any) -> tuple[torch.Tensor, torch.Tens
     Returns:
         ``(p, configs, paths)``: ``p`` ``(C, P)``, ``configs`` ``(C, N)`` and ``paths`` ``(P, T)`` (pair indices).
     """
-    _check_mem(mem)
+    check_memory_hmm(mem)
     mem = mem.to(device="cpu", dtype=torch.float64)
     x = check_tokens(x, mem.num_symbols)[0].reshape(-1)
     T, R, S = x.numel(), mem.num_reader_states, mem.num_syntax_states
     configs = memory_configurations(mem.num_cells, mem.num_values)
-    if R ** T * configs.shape[0] > _MAX_PATHS:
+    if R ** T * configs.shape[0] > MAX_PATHS:
         raise ValueError(f"{configs.shape[0]} memories x {R}^{T} reader paths is too many for brute force; "
-                         f"keep it below {_MAX_PATHS}.")
+                         f"keep it below {MAX_PATHS}.")
     paths = torch.tensor(list(itertools.product(range(R), repeat=T)), dtype=torch.int64)
     p_path = mem.pi[paths[:, 0]].clone()
     for t in range(1, T):

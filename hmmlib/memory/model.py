@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..hmm.generators import _check_count, _check_positive, paper_hmm, softmax_temp
-from ..hmm.model import HMM, _as_float_tensor, _check_distribution_columns, column_tolerance
+from .._validate import positive_ints, positive_numbers
+from ..hmm.generators import paper_hmm, softmax_temp
+from ..hmm.model import HMM, as_float_tensor, check_distribution_columns, column_tolerance
 from ..hmm.random import make_generator
 from ..hmm.sampling import FlatCDF
 
@@ -66,7 +67,7 @@ class MemoryHMM:
     W: torch.Tensor
 
     def __post_init__(self) -> None:
-        prior, pi, A, W = (_as_float_tensor(n, getattr(self, n)) for n in ("memory_prior", "pi", "A", "W"))
+        prior, pi, A, W = (as_float_tensor(n, getattr(self, n)) for n in ("memory_prior", "pi", "A", "W"))
         if prior.dim() != 2 or prior.numel() == 0:
             raise ValueError(
                 f"memory_prior must have shape (num_cells, num_values) with one row per cell; got {tuple(prior.shape)}."
@@ -95,12 +96,12 @@ class MemoryHMM:
         prior, pi, A, W = (t.to(dtype).contiguous() for t in (prior, pi, A, W))
         # rows of the prior are distributions: check its transpose's columns
         try:
-            _check_distribution_columns("memory_prior.T", prior.T, "memory_prior[j, m] = P(M_j = m)", tol)
+            check_distribution_columns("memory_prior.T", prior.T, "memory_prior[j, m] = P(M_j = m)", tol)
         except ValueError as e:
             raise ValueError(f"{e} (each ROW of memory_prior, one per cell, must sum to 1)") from None
-        _check_distribution_columns("pi", pi, "", tol)
-        _check_distribution_columns("A", A, "A[j'*S+s', j*S+s] = P(J',S' | J=j, S=s)", tol)
-        _check_distribution_columns("W", W, "W[x, m*S+s] = P(X=x | M_J=m, S=s)", tol)
+        check_distribution_columns("pi", pi, "", tol)
+        check_distribution_columns("A", A, "A[j'*S+s', j*S+s] = P(J',S' | J=j, S=s)", tol)
+        check_distribution_columns("W", W, "W[x, m*S+s] = P(X=x | M_J=m, S=s)", tol)
         for name, t in (("memory_prior", prior), ("pi", pi), ("A", A), ("W", W)):
             object.__setattr__(self, name, t)
 
@@ -150,10 +151,17 @@ class MemoryHMM:
         """A copy on another device and/or dtype (float32 or float64), values unchanged (not re-validated)."""
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
-        copy = object.__new__(MemoryHMM)
-        for name in ("memory_prior", "pi", "A", "W"):
-            object.__setattr__(copy, name, getattr(self, name).to(device=device, dtype=dtype).contiguous())
-        return copy
+        return MemoryHMM.trusted(*(getattr(self, n).to(device=device, dtype=dtype)
+                                   for n in ("memory_prior", "pi", "A", "W")))
+
+    @classmethod
+    def trusted(cls, memory_prior: torch.Tensor, prior: torch.Tensor, A: torch.Tensor, W: torch.Tensor) -> "MemoryHMM":
+        """A memory HMM from parameters that are already valid (e.g. a validated one's on another device),
+        without re-validation. Use the constructor for anything else."""
+        mem = object.__new__(cls)
+        for name, t in (("memory_prior", memory_prior), ("pi", prior), ("A", A), ("W", W)):
+            object.__setattr__(mem, name, t.contiguous())
+        return mem
 
     def __repr__(self) -> str:
         return (f"MemoryHMM(num_cells={self.num_cells}, num_values={self.num_values}, "
@@ -161,7 +169,7 @@ class MemoryHMM:
                 f"num_total_states={self.num_total_states}, dtype={self.dtype}, device={self.device})")
 
 
-def _check_mem(mem: Any) -> None:
+def check_memory_hmm(mem: Any) -> None:
     if not isinstance(mem, MemoryHMM):
         raise ValueError(f"expected a MemoryHMM; got {type(mem).__name__}.")
 
@@ -194,7 +202,7 @@ def to_hmm(mem: MemoryHMM, max_states: int = MAX_EQUIVALENT_STATES) -> HMM:
     Raises:
         ValueError: if the plain HMM would have more than ``max_states`` states.
     """
-    _check_mem(mem)
+    check_memory_hmm(mem)
     N, n, S, K = mem.num_cells, mem.num_values, mem.num_syntax_states, mem.num_total_states
     if K > max_states:
         raise ValueError(
@@ -210,10 +218,7 @@ def to_hmm(mem: MemoryHMM, max_states: int = MAX_EQUIVALENT_STATES) -> HMM:
     syn = torch.arange(S, device=mem.device).repeat(N)                       # s of pair j*S+s
     cols = configs[:, cells] * S + syn[None, :]                              # (C, N S): column of W
     W = mem.W[:, cols.reshape(-1)]
-    big = object.__new__(HMM)  # the parts are stochastic by construction: no re-validation
-    for name, t in (("pi", pi), ("A", A), ("W", W)):
-        object.__setattr__(big, name, t.contiguous())
-    return big
+    return HMM.trusted(pi, A, W)  # the parts are stochastic by construction: no re-validation
 
 
 def marginalise_memory(mem: MemoryHMM, state_probs: torch.Tensor) -> torch.Tensor:
@@ -254,7 +259,7 @@ def sample_memory(
     Returns:
         ``(tokens, memory, cells, syntax)``: int64 ``(B, T)``, ``(B, N)``, ``(B, T)``, ``(B, T)``.
     """
-    _check_mem(mem)
+    check_memory_hmm(mem)
     for name, v in (("num_seqs", num_seqs), ("seq_len", seq_len)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive integer; got {v!r}.")
@@ -304,8 +309,8 @@ def paper_memory_hmm(
     model's definition requires. The vanilla comparison of the paper is just
     :func:`hmmlib.paper_hmm` ``(4 n_mem)``.
     """
-    _check_count(num_values=num_values, num_syntax=num_syntax, num_symbols=num_symbols)
-    _check_positive(start_temp=start_temp, transition_temp=transition_temp, emission_temp=emission_temp)
+    positive_ints(num_values=num_values, num_syntax=num_syntax, num_symbols=num_symbols)
+    positive_numbers(start_temp=start_temp, transition_temp=transition_temp, emission_temp=emission_temp)
     reader = paper_hmm(num_syntax, num_symbols, start_temp=start_temp, transition_temp=transition_temp,
                        num_perms=num_syntax * num_values, seed=seed)
     rng = np.random.default_rng([seed, 1])  # an independent stream for the memory's parts
@@ -353,7 +358,7 @@ def locatable_memory_hmm(
     The equivalent HMM has ``num_values ** num_cells * num_cells * num_syntax`` states (54 by
     default), far more than the 10 symbols.
     """
-    _check_count(num_cells=num_cells, num_values=num_values, num_syntax=num_syntax, num_symbols=num_symbols)
+    positive_ints(num_cells=num_cells, num_values=num_values, num_syntax=num_syntax, num_symbols=num_symbols)
     for name, v, hi in (("task_cell", task_cell, num_cells), ("task_syntax", task_syntax, num_syntax)):
         if not isinstance(v, int) or not 0 <= v < hi:
             raise ValueError(f"{name} must be an int in [0, {hi}); got {v!r}.")

@@ -8,9 +8,9 @@ the posterior of one cell :math:`j^\star` (``cell``):
     q(x) = P(M_{j^\star} \mid X = x), \qquad y = \mathbb 1\!\left[\mu^\top q(x) \ge 0\right].
 
 The paper's version (one cell) draws ``mu`` exactly as for the vanilla HMM, with ``num_values`` in
-place of the number of states: :func:`hmmlib.tasks.paper_task` ``(num_values)``, a
+place of the number of states: :func:`hmmlib.adapt.paper_task` ``(num_values)``, a
 :math:`2\times n` weight matrix with 6 entries drawn with replacement, argmax. Tasks whose training
-split has a single class are redrawn, as in :mod:`hmmlib.tasks`.
+split has a single class are redrawn, as in :mod:`hmmlib.adapt.tasks`.
 
 Datasets also store the exact per-position masked conditionals :math:`g_t = P(X_t\mid x_{-t})`,
 what a perfect masked LM would output at every position: the attention head's input on the ideal
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import MemoryHMM, _check_mem, sample_memory, to_hmm
+from .model import MemoryHMM, check_memory_hmm, sample_memory, to_hmm
 from .inference import memory_masked_conditionals, memory_posterior
-from ..adapt.tasks import SPLITS, DownstreamTask, _check_positive_int, _check_seed, paper_task, sub_seed
+from .. import _validate as check
+from ..adapt.tasks import SPLITS, DownstreamTask, SingleClassError, check_two_classes, paper_task, sub_seed
 
 __all__ = ["MemoryTaskDataset", "make_memory_dataset", "make_memory_splits", "memory_task_and_splits"]
 
@@ -63,9 +64,9 @@ class MemoryTaskDataset:
 
 
 def _check(mem: MemoryHMM, task: DownstreamTask, cell: int) -> None:
-    _check_mem(mem)
+    check_memory_hmm(mem)
     if not isinstance(task, DownstreamTask):
-        raise ValueError(f"task must be a DownstreamTask (e.g. hmmlib.tasks.paper_task(num_values, seed=...)); "
+        raise ValueError(f"task must be a DownstreamTask (e.g. hmmlib.adapt.paper_task(num_values, seed=...)); "
                          f"got {type(task).__name__}.")
     if task.num_states != mem.num_values:
         raise ValueError(f"task.mu has length {task.num_states} but the memory has num_values={mem.num_values}; "
@@ -92,9 +93,9 @@ def make_memory_dataset(
         ValueError: if ``require_two_classes`` and every example has the same label.
     """
     _check(mem, task, cell)
-    _check_positive_int("num_examples", num_examples)
-    _check_positive_int("seq_len", seq_len)
-    _check_seed(seed)
+    check.positive_int("num_examples", num_examples)
+    check.positive_int("seq_len", seq_len)
+    check.seed(seed)
     x, memory, _, _ = sample_memory(mem, int(num_examples), int(seq_len), seed=int(seed))
     hmm = to_hmm(mem)
     post = torch.cat([memory_posterior(mem, x[i:i + _CHUNK], hmm)[:, cell] for i in range(0, len(x), _CHUNK)])
@@ -104,11 +105,8 @@ def make_memory_dataset(
     y = task.labels(post)
     rate = float(y.double().mean())
     ds = MemoryTaskDataset(x, memory, post, cond, y, max(rate, 1.0 - rate), cell)
-    if require_two_classes and ds.num_classes_present < 2:
-        raise ValueError(
-            f"all {num_examples} examples have label {int(y[0])}: the task has a single class on this memory HMM. "
-            "Redraw the task with another seed (memory_task_and_splits does this)."
-        )
+    if require_two_classes:
+        check_two_classes(y, "memory HMM", "memory_task_and_splits does this")
     return ds
 
 
@@ -126,7 +124,7 @@ def make_memory_splits(
     sub-seed of ``seed``; a single-class *train* split raises ``ValueError``."""
     if len(sizes) != 3:
         raise ValueError(f"sizes must be (train, val, test); got {sizes!r}.")
-    _check_seed(seed)
+    check.seed(seed)
     return {
         name: make_memory_dataset(mem, task, n, seq_len, seed=sub_seed(seed, i), cell=cell,
                                   with_conditionals=with_conditionals, require_two_classes=(name == "train"))
@@ -145,22 +143,21 @@ def memory_task_and_splits(
     max_tries: int = 20,
     with_conditionals: bool = True,
 ) -> tuple[DownstreamTask, dict[str, MemoryTaskDataset], int]:
-    """The paper's loop: draw :func:`~hmmlib.tasks.paper_task` ``(num_values)`` and its splits, redrawing
+    """The paper's loop: draw :func:`~hmmlib.adapt.paper_task` ``(num_values)`` and its splits, redrawing
     (new sub-seed) while the train split has one class, at most ``max_tries`` times.
 
     Returns:
         ``(task, splits, num_tries)``.
     """
-    _check_positive_int("max_tries", max_tries)
-    _check_seed(seed)
+    check.positive_int("max_tries", max_tries)
+    check.seed(seed)
     for i in range(int(max_tries)):
         task = paper_task(mem.num_values, seed=sub_seed(seed, 0, i), num_nonzero=num_nonzero)
         try:
             splits = make_memory_splits(mem, task, sizes, seq_len, seed=sub_seed(seed, 2, i), cell=cell,
                                         with_conditionals=with_conditionals)
             return task, splits, i + 1
-        except ValueError as e:
-            if "single class" not in str(e):
-                raise
+        except SingleClassError:
+            pass
     raise ValueError(f"none of {max_tries} task draws had two classes in its train split; "
                      "increase max_tries or the train size, or use a different seed or memory HMM.")
