@@ -32,7 +32,7 @@ book-strict: $(STAMP) _build/.hmmlib-stamp
 ## Unit tests plus every notebook under nbval, at the ci preset.
 test: $(STAMP)
 	HMMBOOK_PRESET=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
-		--nbval-lax --nbval-current-env -p no:cacheprovider tests book
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider tests book
 
 test-unit: $(STAMP)
 	HMMBOOK_PRESET=ci $(BIN)/python -m pytest -p no:cacheprovider tests

@@ -210,8 +210,16 @@ def test_masked_state_posteriors_give_the_masked_conditionals():
     big = to_hmm(mem)
     x, *_ = sample_memory(mem, 6, 7, seed=2)
     post = masked_state_posteriors(big, x)
-    assert (post.sum(-1) - 1).abs().max() < 1e-12
     assert (post @ big.W.T - hmmlib.masked_token_conditionals(big, x)).abs().max() < 1e-12
+    # P(H_t | x_{-t}) by enumeration (16 states: three positions), position t marked missing
+    short = x[:2, :3]
+    post = masked_state_posteriors(big, short)
+    for b in range(2):
+        for t in range(3):
+            miss = torch.zeros(3, dtype=torch.bool)
+            miss[t] = True
+            ref = bruteforce.brute_posteriors(big, short[b], miss)[t]
+            assert (post[b, t] - ref).abs().max() < 1e-12
 
 
 def test_float32_memory_hmm():
@@ -285,11 +293,14 @@ def test_memory_dataset_fields_and_labels():
     task = task_from_mu([1.0, -1.0, 0.5])
     ds = make_memory_dataset(mem, task, 50, 9, seed=0, cell=0)
     assert ds.x.shape == (50, 9) and ds.memory.shape == (50, 2) and ds.conditionals.shape == (50, 9, 10)
-    assert torch.equal(ds.posterior, memory_posterior(mem, ds.x)[:, 0])
-    assert torch.equal(ds.conditionals, memory_masked_conditionals(mem, ds.x))
-    assert torch.equal(ds.y, (ds.posterior @ task.mu >= 0).long())
-    rate = float(ds.y.double().mean())
-    assert ds.majority_rate == max(rate, 1 - rate)
+    # fields against enumeration, on a short dataset (54 states: brute force reaches 4 positions)
+    short = make_memory_dataset(mem, task, 6, 4, seed=1, cell=0, require_two_classes=False)
+    for i in range(6):
+        q = brute_memory_posterior(mem, short.x[i])[0]
+        assert (short.posterior[i] - q).abs().max() < 1e-10
+        assert (short.conditionals[i] - brute_memory_masked_conditionals(mem, short.x[i])).abs().max() < 1e-10
+        if abs(float(task.mu @ q)) > 1e-9:
+            assert int(short.y[i]) == int(float(task.mu @ q) >= 0)
     other = make_memory_dataset(mem, task, 50, 9, seed=0, cell=1)
     assert not torch.equal(other.posterior, ds.posterior)                  # the task's cell matters
     splits = make_memory_splits(mem, task, (20, 10, 30), 6, seed=3)

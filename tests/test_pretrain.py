@@ -119,6 +119,13 @@ def test_mask_tokens_selects_at_least_one_position(shape):
         assert torch.equal(inputs[~selected], x[~selected])
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0), (4,)])
+def test_mask_tokens_refuses_empty_or_non_2d_batches(shape):
+    x = torch.zeros(shape, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"tokens must be a non-empty \(batch, seq_len\) tensor; got shape"):
+        mask_tokens(x, MODEL_CFG, 0.15, gen(0))
+
+
 def test_mask_tokens_probability_one_selects_everything():
     x = torch.randint(MODEL_CFG.num_symbols, (20, 30), generator=gen(0))
     _, selected = mask_tokens(x, MODEL_CFG, 1.0, gen(0))
@@ -257,8 +264,9 @@ class Oracle(nn.Module):
         cfg = self.cfg
         if self.kind == "uniform":
             logits = torch.zeros(B, T, cfg.num_symbols)
-        elif self.kind == "unigram":
-            u = self.hmm.W.double() @ self.hmm.stationary().double()
+        elif self.kind == "unigram":  # W s, with s = lim A^n pi by power iteration
+            h = self.hmm.to(dtype=torch.float64)
+            u = h.W @ torch.linalg.matrix_power(h.A, 2000) @ h.pi
             logits = u.log().float().expand(B, T, -1)
         elif cfg.causal:  # inputs are [BOS] x_0 .. x_{T-2}; out[t] predicts x_t from x_{<t}
             assert bool((tokens[:, 0] == cfg.bos_id).all())
@@ -292,7 +300,6 @@ def test_evaluate_keys_and_ranges_for_a_real_model(dir_hmm, causal):
         assert 0.0 <= out[prefix + "tv"] <= 1.0
         assert out[prefix + "kl"] >= 0.0
         assert out[prefix + "model_loss"] > 0.0 and out[prefix + "bayes_loss"] > 0.0
-        assert out[prefix + "excess_loss"] == pytest.approx(out[prefix + "model_loss"] - out[prefix + "bayes_loss"])
     assert evaluate(model.eval(), dir_hmm, 16, 10) == evaluate(model, dir_hmm, 16, 10)  # seeded held-out text
     assert not model.training
 
@@ -317,8 +324,23 @@ def test_evaluate_scores_the_exact_model_as_perfect(dir_hmm, causal):
 @pytest.mark.parametrize("causal", [False, True], ids=["mlm", "causal"])
 def test_evaluate_unigram_baseline(dir_hmm, causal):
     cfg = TransformerConfig(num_symbols=6, d_model=8, num_layers=1, num_heads=1, causal=causal)
+    prefixes = [""] if causal else ["", "pos0_"]
+    # emissions that do not depend on the state: every exact conditional is the unigram u itself
+    u = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.05, 0.05], dtype=torch.float64)
+    iid = hmmlib.HMM(dir_hmm.pi, dir_hmm.A, u[:, None].expand(6, 3).clone())
+    out = evaluate(Oracle(iid, cfg, "uniform"), iid, 64, 12)
+    for prefix in prefixes:
+        assert out[prefix + "unigram_tv"] == pytest.approx(0.0, abs=1e-6)
+        assert out[prefix + "unigram_kl"] == pytest.approx(0.0, abs=1e-6)
+        assert out[prefix + "unigram_loss"] == pytest.approx(out[prefix + "bayes_loss"], abs=1e-6)
+    # state-dependent emissions: the context helps, the unigram is worse than the truth
+    exact = evaluate(Oracle(dir_hmm, cfg, "exact"), dir_hmm, 64, 12)
+    for prefix in prefixes:
+        assert out[prefix + "unigram_loss"] > 0.5  # > 0: a real loss, not a placeholder
+        assert exact[prefix + "unigram_kl"] > 0.01 and exact[prefix + "unigram_tv"] > 0.01
+        assert exact[prefix + "unigram_loss"] > exact[prefix + "bayes_loss"] + 0.01
     out = evaluate(Oracle(dir_hmm, cfg, "unigram"), dir_hmm, 64, 12)
-    for prefix in ([""] if causal else ["", "pos0_"]):
+    for prefix in prefixes:
         # a model that outputs W s is scored exactly like the reported unigram baseline
         assert out[prefix + "unigram_loss"] == pytest.approx(out[prefix + "model_loss"], abs=1e-6)
         assert out[prefix + "unigram_tv"] == pytest.approx(out[prefix + "tv"], abs=1e-6)
@@ -392,24 +414,70 @@ def test_checkpoint_round_trip(ci_runs):
     assert not list(path.parent.glob("*.tmp"))
 
 
+def _tensors_equal(a, b, where: str = "") -> None:
+    """Nested dicts/lists of tensors and plain values, compared exactly (bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.mark.parametrize("corpus", ["fresh", "fixed"])
 @pytest.mark.parametrize("objective", ["mlm", "causal"])
-def test_resume_equals_training_in_one_go(paper4, tmp_path, objective):
+def test_resume_equals_training_in_one_go(paper4, tmp_path, objective, corpus):
+    """On CPU, stopping at step 20 and resuming gives bit for bit the run made in one go: weights,
+    AdamW moments and step counts, the scheduler, the RNG states and every logged metric but the
+    wall-clock throughput."""
     # dropout > 0 so that the global torch RNG (restored from the checkpoint) matters too
+    extra = dict(corpus_tokens=2048, doc_len=64) if corpus == "fixed" else {}
     mcfg, tcfg = CI.configs(10, objective, num_steps=40, batch_size=4, seq_len=16, warmup_steps=5,
-                           eval_every=1000, eval_num_seqs=8)
+                            eval_every=10, eval_num_seqs=8, **extra)
     mcfg = dataclasses.replace(mcfg, dropout=0.1)
-    whole = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False)
+    whole = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, checkpoint_path=tmp_path / "whole.pt")
     path = tmp_path / "run.pt"
     half = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=20, checkpoint_path=path)
-    assert half.step == 20 and load_pretrained(path, "cpu").step == 20
+    assert half.step == 20
+    mid = load_checkpoint(path)
+    assert mid["step"] == 20
+    # the schedule at step 20 of 40 with 5 warmup steps: lr * (40 - 20) / (40 - 5)
+    assert mid["scheduler"]["last_epoch"] == 20
+    assert mid["scheduler"]["_last_lr"] == pytest.approx([tcfg.lr * 20 / 35], rel=1e-12)
     assert not torch.allclose(half.model.tok_emb.weight, whole.model.tok_emb.weight, atol=1e-6)
     resumed = pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, resume=True, checkpoint_path=path)
     assert resumed.step == 40
-    state_dicts_equal(resumed.model, whole.model, atol=1e-6)
-    assert [r["step"] for r in resumed.history] == [20, 40]
-    for key in ("model_loss", "train_loss", "excess_loss"):
-        assert resumed.history[-1][key] == pytest.approx(whole.history[-1][key], abs=1e-6)
-    assert load_pretrained(path, "cpu").step == 40  # the resumed run saved its final state
+    state_dicts_equal(resumed.model, whole.model)  # atol = 0
+    assert [r["step"] for r in resumed.history] == [10, 20, 30, 40]
+    for got, want in zip(resumed.history, whole.history):
+        assert {k: v for k, v in got.items() if k != "tokens_per_second"} == \
+            {k: v for k, v in want.items() if k != "tokens_per_second"}
+    a, b = load_checkpoint(tmp_path / "whole.pt"), load_checkpoint(path)  # the resumed run saved its final state
+    assert b["step"] == 40
+    for key in ("model", "optimizer", "scheduler", "rng"):
+        _tensors_equal(a[key], b[key], key)
+    assert a["optimizer"]["state"][0]["step"] == 40  # the AdamW moments really were carried over
+
+
+def test_stop_at_zero_raises_and_writes_nothing(paper4, tmp_path):
+    mcfg, tcfg = tiny_configs()
+    path = tmp_path / "never.pt"
+    with pytest.raises(ValueError, match=r"stop_at"):
+        pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=0, checkpoint_path=path)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    # nor does it overwrite an existing checkpoint
+    pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=1, checkpoint_path=path)
+    before = path.read_bytes()
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=r"stop_at"):
+            pretrain(paper4, mcfg, tcfg, device="cpu", progress=False, stop_at=bad, checkpoint_path=path, resume=True)
+    assert path.read_bytes() == before
 
 
 @pytest.fixture(scope="module")

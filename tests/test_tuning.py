@@ -141,7 +141,7 @@ def test_ideal_head_full_rank_matches_closed_form(paper_splits):
     assert closed.evaluate(splits["test"])["accuracy"] == 1.0  # b^T G(x) = mu^T p(x) exactly (R2)
     agree = (tuner.predict(splits["test"]) == closed.predict(splits["test"])).double().mean()
     assert res["accuracy"] >= 0.97 and float(agree) >= 0.97, (res, agree)
-    assert res["majority_rate"] == splits["test"].majority_rate and res["num_examples"] == 512
+    assert res["num_examples"] == 512
 
 
 def test_ideal_prompt_beats_head_on_counterexample():

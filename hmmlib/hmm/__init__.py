@@ -3,7 +3,8 @@
 * :mod:`.model`: the :class:`HMM` (validation, devices, hmmlearn conversion);
 * :mod:`.generators`: the paper's random HMMs and Dirichlet HMMs;
 * :mod:`.sampling`: a batched, seeded sampler;
-* :mod:`.inference`: forward-backward, posteriors, masked and next-token conditionals, Viterbi;
+* :mod:`.inference`: forward-backward, posteriors, masked and next-token conditionals, Viterbi
+  (the tuned time loops and buffer layouts behind it are in the private :mod:`._kernels`);
 * :mod:`.bruteforce`: enumeration over all paths, the ground truth for tests and chapters.
 
 Imports nothing from the other layers.
