@@ -108,26 +108,17 @@ def _checker(label: str):
 
 
 # ----------------------------------------------------------------------------- helpers
-# hmmlib is used through its public top-level names, which the flat (0.1) and the layered (0.2) package
-# layouts share; the two names that moved are resolved here.
 def _theory():
-    from hmmlib import theory
+    from hmmlib.adapt import theory
 
     return theory
 
 
 def memory_check_theorem():
-    """``check_theorem`` of chapter 5, wherever this version of hmmlib keeps it."""
-    import importlib
+    """``check_theorem`` of chapter 5."""
+    from hmmlib.experiments import check_theorem
 
-    for name in ("hmmlib.experiments", "hmmlib.memory_experiments"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "check_theorem"):
-            return module.check_theorem
-    raise ImportError("hmmlib has no check_theorem (chapter 5's runner)")
+    return check_theorem
 
 
 def _t(x: Any) -> torch.Tensor:

@@ -6,7 +6,8 @@
 The cell is tagged ``remove-cell`` (Jupyter Book leaves it off the website) and ``hmmbook-install`` (how this
 script finds it again; running the script twice changes nothing). When ``import hmmlib`` works, which is the
 case under ``make test`` (nbval), ``make book``, ``make lab`` and on Binder, the cell does nothing. Otherwise
-(Colab, a fresh environment) it pip-installs hmmlib from ``repository.url`` at ``repository.branch``, both read
+(Colab, a fresh environment) it pip-installs hmmlib (with its ``hf`` extra, transformers and peft, in a chapter
+that uses them) from ``repository.url`` at ``repository.branch``, both read
 from ``_config.yml`` when this script runs and written into the cell, plus myst-nb if the chapter still
 imports it directly. ``HMMBOOK_INSTALL_SOURCE`` overrides where hmmlib comes from (a local checkout, a wheel),
 which is how the test of a Colab-like environment installs the working tree.
@@ -35,7 +36,7 @@ try:
     import hmmlib  # noqa: F401
 except ImportError:
     import importlib, os, subprocess, sys
-    source = os.environ.get("HMMBOOK_INSTALL_SOURCE") or "hmmlib @ git+" + REPOSITORY_URL + "@{branch}"
+    source = os.environ.get("HMMBOOK_INSTALL_SOURCE") or "hmmlib{extras} @ git+" + REPOSITORY_URL + "@{branch}"
     print("installing hmmlib from", source.split("@", 1)[-1].strip(), "(a minute or two) ...")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", source{extra}])
     importlib.invalidate_caches()
@@ -62,7 +63,9 @@ def cell_source(nb: dict, url: str, branch: str) -> str:
     imports_myst = any("myst_nb" in _source(c) for c in nb["cells"]
                        if c["cell_type"] == "code" and TAG not in c.get("metadata", {}).get("tags", []))
     extra = f', "{MYST_NB_PIN}"' if imports_myst else ""
-    return TEMPLATE.format(url=url, branch=branch, extra=extra)
+    uses_hf = any(re.search(r"\b(peft|transformers)\b|hf_bridge|peft_bridge", _source(c)) for c in nb["cells"]
+                  if c["cell_type"] == "code" and TAG not in c.get("metadata", {}).get("tags", []))
+    return TEMPLATE.format(url=url, branch=branch, extra=extra, extras="[hf]" if uses_hf else "")
 
 
 def _source(cell: dict) -> str:

@@ -130,7 +130,7 @@ def run(setup: PrefixSetup, config: Any, *, train: str | GenerationData = "train
     trainable = tuner.num_trainable
     t0 = time.perf_counter()
     hist = fit(tuner, data, st)
-    rec = dict(labels, method=type(config).__name__.replace("Config", "").lower(), seed=seed, lr=st.lr,
+    rec = dict(labels, method=type(config).__name__.removeprefix("Causal").removesuffix("Config").lower(), seed=seed, lr=st.lr,
                num_train=len(data), trainable=trainable, stored=tuner.num_stored, seconds=time.perf_counter() - t0,
                final_train_loss=hist[-1]["train_loss"], max_grad_norm=max(h["grad_norm"] for h in hist))
     for name in test:
