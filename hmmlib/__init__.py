@@ -25,6 +25,7 @@ from .memory import (MemoryHMM, to_hmm, sample_memory, paper_memory_hmm, locatab
                      memory_masked_posteriors, memory_masked_conditionals, MemoryTaskDataset, memory_task_and_splits,
                      SingleQueryAttentionHead, AttentionHeadTuner)
 from .experiments import Preset, get_preset, PRESET_ENV, pretrained_for, plotting
+from . import checks, display  # exercise checkers; glue with or without myst-nb (above every layer)
 
 __all__ = [
     "__version__", "hmm", "lm", "adapt", "memory", "experiments",
@@ -39,5 +40,5 @@ __all__ = [
     "MemoryHMM", "to_hmm", "sample_memory", "paper_memory_hmm", "locatable_memory_hmm", "memory_posterior",
     "memory_masked_posteriors", "memory_masked_conditionals", "MemoryTaskDataset", "memory_task_and_splits",
     "SingleQueryAttentionHead", "AttentionHeadTuner",
-    "Preset", "get_preset", "PRESET_ENV", "pretrained_for", "plotting",
+    "Preset", "get_preset", "PRESET_ENV", "pretrained_for", "plotting", "checks", "display",
 ]

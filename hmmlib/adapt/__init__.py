@@ -2,6 +2,7 @@
 
 * :mod:`.tasks`: the paper's downstream tasks and their exact datasets;
 * :mod:`.theory`: non-degeneracy, closed-form heads, prompt reweighting, counterexamples;
+* :mod:`.theory_robust`: margin versions of the theorems and the measurements that test them;
 * :mod:`.configs`: one config per tuning method and model kind (PEFT style);
 * :mod:`.base`: :class:`Tuner`, the ``nn.Module`` that owns the training loop;
 * :mod:`.frozen_lm`, :mod:`.prefix`: head, prompt, prefix and fine-tuning of a frozen transformer;
@@ -10,7 +11,7 @@
 
 Imports :mod:`hmmlib.hmm` and :mod:`hmmlib.lm`.
 """
-from . import tasks, theory
+from . import tasks, theory, theory_robust
 from .tasks import (DownstreamTask, TaskDataset, SingleClassError, paper_task, task_from_mu, make_dataset, make_splits,
                     paper_task_and_splits, sub_seed)
 from .configs import (TuneConfig, HeadConfig, FakeTokenPromptConfig, PromptTuningConfig, PrefixTuningConfig,
@@ -21,7 +22,7 @@ from .ideal import IdealTuner
 from .prefix import PrefixEncoder, prefix_from_tokens, soft_prompt_from_tokens
 from .api import make_tuner, tune_and_evaluate
 
-__all__ = ["tasks", "theory", "DownstreamTask", "TaskDataset", "SingleClassError", "paper_task", "task_from_mu",
+__all__ = ["tasks", "theory", "theory_robust", "DownstreamTask", "TaskDataset", "SingleClassError", "paper_task", "task_from_mu",
            "make_dataset", "make_splits", "paper_task_and_splits", "sub_seed", "TuneConfig", "HeadConfig",
            "FakeTokenPromptConfig", "PromptTuningConfig", "PrefixTuningConfig", "FineTuningConfig", "PAPER_TUNING",
            "Tuner", "TransformerTuner", "IdealTuner", "PrefixEncoder", "prefix_from_tokens", "soft_prompt_from_tokens",

@@ -359,9 +359,9 @@ def best_linear_head_accuracy_two_symbols(G: Any, y: Any) -> float:
     return float(torch.maximum(acc, 1 - acc).max())
 
 
-# --------------------------------------------------------------------------- the worked counterexample
+# --------------------------------------------------------------------------- the book's counterexample
 class Counterexample(NamedTuple):
-    """The digest's section 2.5 example: ``b^T G_u(x) * (v^T p) == mu^T p(x)`` for every ``x``."""
+    """This book's construction (sketched in the digest's section 2.5, not an example of the paper): ``b^T G_u(x) * (v^T p) == mu^T p(x)`` for every ``x``."""
 
     hmm: HMM
     mu: torch.Tensor
@@ -416,9 +416,12 @@ def twin_state_hmm(noise: float = 0.05) -> tuple[HMM, torch.Tensor]:
     :math:`1\leftrightarrow 3`, with probability ``1 - noise`` (the rest spread uniformly), so the
     following tokens reveal which twin came before: the exact posterior tells the twins apart,
     the emission does not. Task :math:`\mu = (1, -1, 1, -1)` (balanced classes: states 0 and 2 against 1 and 3).
-    No function of :math:`G = Wp` can compute it (:math:`\mu^\top(e_2 - e_3) = 2 \ne 0`), and a non-negative
-    reweighting cannot either (the twins' columns are equal and :math:`\mu` has opposite signs on
-    them). Returns ``(hmm, mu)``.
+    No function of :math:`G = Wp` can compute it on the whole simplex (:math:`\mu^\top(e_2 - e_3) = 2 \ne 0`),
+    and no prompt with a linear head can either on the *edge* between the twins (the twins' columns are
+    equal and :math:`\mu` has opposite signs on them; chapter 4, ``prop-prompt-limits``). The realised
+    posteriors of this HMM avoid that edge (each is a sharp peak plus a floor), and there a prompt,
+    whose normalisation makes it non-linear in :math:`p`, does separate the twins (chapter 4).
+    Returns ``(hmm, mu)``.
     """
     if not isinstance(noise, (int, float)) or not 0 <= noise < 1:
         raise ValueError(f"noise must be a probability in [0, 1); got {noise!r}.")

@@ -27,13 +27,16 @@ from .runners import pretrained_for
 from ..adapt.tasks import paper_task_and_splits
 from ..adapt.api import make_tuner
 
-__all__ = ["PAPER_FIG_B3", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
+__all__ = ["PAPER_FIG_B3", "PAPER_FIG_A2", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]
 
 #: The paper's Fig. B3 (digest section 4.10), total hidden states -> (memory HMM + attention head,
 #: vanilla HMM + linear head) mean test accuracy. The vanilla points at 8 and 12 are exp. 1's (20 seeds).
 PAPER_FIG_B3: dict[int, tuple[float, float]] = {8: (1.000, 0.925), 12: (1.000, 0.653), 20: (1.000, 0.726),
                                                 28: (0.989, 0.732)}
+#: The paper's figure set A (``memory_plot.pdf``, percent scale); see ``PAPER_FIG_A1`` on the two sets.
+PAPER_FIG_A2: dict[int, tuple[float, float]] = {8: (0.998, 0.832), 12: (0.999, 0.807), 20: (0.999, 0.644),
+                                                28: (0.978, 0.662)}
 
 
 # --------------------------------------------------------------------------- the theorem

@@ -14,7 +14,8 @@ from ..lm.cache import pretrained_model
 from ..lm.pretrain import Pretrained
 from .presets import Preset
 
-__all__ = ["pretrained_for", "SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "TuningRow", "ideal_tuning_sweep",
+__all__ = ["pretrained_for", "SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "PAPER_FIG_A1", "TuningRow",
+           "ideal_tuning_sweep",
            "transformer_tuning_sweep", "summarize"]
 
 
@@ -59,6 +60,14 @@ def pretraining_sweep(preset: Preset, objective: str = "mlm", *, num_states: tup
 PAPER_FIG_B1: dict[str, dict[int, float]] = {
     "head": {4: 1.000, 8: 0.925, 10: 0.885, 12: 0.653, 15: 0.711, 25: 0.625, 30: 0.675},
     "prompt": {4: 1.000, 8: 1.000, 10: 0.976, 12: 0.986, 15: 0.938, 25: 0.693, 30: 0.762},
+}
+
+#: The paper's figure set A (wei2021.md section 4.10, ``prompt_vs_head_tuning.pdf``, percent scale, no
+#: 12-state point). Which of sets A and B belongs to which arXiv version is not known; they differ a lot
+#: (head tuning at 4 states: 0.94 in A, 1.00 in B), so chapters that compare with the paper show both.
+PAPER_FIG_A1: dict[str, dict[int, float]] = {
+    "head": {4: 0.940, 8: 0.840, 10: 0.797, 15: 0.746, 25: 0.661, 30: 0.662},
+    "prompt": {4: 0.997, 8: 0.970, 10: 0.930, 15: 0.870, 25: 0.748, 30: 0.751},
 }
 
 

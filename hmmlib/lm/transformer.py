@@ -247,7 +247,9 @@ class Transformer(nn.Module):
         Args:
             tokens: ``(B, T)`` ids, or give ``inputs_embeds`` ``(B, T, d_model)`` instead.
             prompt: ``(P, d_model)`` or ``(B, P, d_model)`` soft prompt, prepended to the input.
-            prefix: one ``(keys, values)`` pair per layer, each ``(1 or B, num_heads, P, d_head)``.
+            prefix: one ``(keys, values)`` pair per layer, each ``(1 or B, num_heads, P, d_head)``, or
+                ``None`` for a layer without a prefix (a prefix on a subset of layers); the real tokens'
+                positions start at ``P`` either way.
             positions: where to return outputs (default: every real position): ``(B, n)``
                 indices, giving ``(B, n, ...)`` outputs, or a ``(B, T)`` boolean mask, giving
                 ``(N, ...)`` outputs for the ``N`` selected positions in row-major order.
@@ -280,15 +282,22 @@ class Transformer(nn.Module):
         if prefix is not None:
             if len(prefix) != cfg.num_layers:
                 raise ValueError(f"prefix needs one (keys, values) pair per layer ({cfg.num_layers}); got {len(prefix)}.")
-            for k, v in prefix:
+            given = [kv for kv in prefix if kv is not None]
+            if not given:
+                raise ValueError("prefix has no (keys, values) pair: give at least one layer's, or pass prefix=None.")
+            for k, v in given:
                 self._check_device("prefix", k)
                 self._check_device("prefix", v)
-            P_prefix = prefix[0][0].shape[2]
+            P_prefix = given[0][0].shape[2]
             want = (cfg.num_heads, P_prefix, cfg.d_head)
-            for i, (k, v) in enumerate(prefix):
+            for i, kv in enumerate(prefix):
+                if kv is None:
+                    continue
+                k, v = kv
                 if k.dim() != 4 or tuple(k.shape[1:]) != want or k.shape != v.shape or k.shape[0] not in (1, B):
                     raise ValueError(
-                        f"prefix layer {i}: keys and values must be (1 or B={B}, {want[0]}, P, {want[2]}); "
+                        f"prefix layer {i}: keys and values must be (1 or B={B}, {want[0]}, P={P_prefix}, {want[2]}) "
+                    "with one P for every layer; "
                         f"got {tuple(k.shape)}, {tuple(v.shape)}."
                     )
         start = P_prefix
