@@ -3,17 +3,16 @@
 ``repro`` sits between ``default`` and ``paper``: the default preset's model shape, pretrained
 longer, and the paper's full grid of sizes with at least 10 seeds for head and prompt tuning, sized
 (by measurement, see :data:`REPRO_MEASUREMENTS`) to finish on a 2-core CPU in at most 3 hours.
-:func:`resolve_preset` returns a :class:`~hmmlib.experiments.presets.Preset` and a :class:`ReproGrid`
-for any of ``ci``, ``default``, ``repro`` and ``paper``. (Until ``presets.py`` knows ``repro``,
-this module builds it from ``default`` with :func:`dataclasses.replace`.)
+:func:`resolve_preset` returns a :class:`~hmmlib.experiments.presets.Preset` (``get_preset(name)``) and a
+:class:`ReproGrid` for any of ``ci``, ``default``, ``repro`` and ``paper``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from .presets import Preset, get_preset
 
-__all__ = ["ReproGrid", "GRIDS", "REPRO_PRESET_NAMES", "repro_preset", "resolve_preset", "REPRO_MEASUREMENTS"]
+__all__ = ["ReproGrid", "GRIDS", "REPRO_PRESET_NAMES", "resolve_preset", "REPRO_MEASUREMENTS"]
 
 REPRO_PRESET_NAMES = ("ci", "default", "repro", "paper")
 
@@ -69,19 +68,6 @@ REPRO_MEASUREMENTS: dict[str, float] = {
 }
 
 
-def repro_preset() -> Preset:
-    """The ``repro`` preset: ``default``'s model shape, context (64 positions) and tuning steps,
-    pretrained 2400 steps instead of 900 (position-0 TV to the exact :math:`G(x)` about 0.06 at 30
-    states instead of about 0.15), with the paper's split sizes (5000/500/1000)."""
-    d = get_preset("default")
-    pretrain = replace(d.pretrain, train=replace(d.pretrain.train, num_steps=2400, warmup_steps=100, eval_every=600),
-                       num_states_sweep=_PAPER_SIZES)
-    tuning = replace(d.tuning, transformer_num_states=_PAPER_SIZES, transformer_num_seeds=10,
-                     transformer_split_sizes=(5000, 500, 1000))
-    memory = replace(d.memory, num_seeds=5, split_sizes=(5000, 500, 1000), transformer_num_values=(2, 3, 5, 7))
-    return replace(d, name="repro", pretrain=pretrain, tuning=tuning, memory=memory)
-
-
 def resolve_preset(name: str | Preset, grid: ReproGrid | None = None) -> tuple[Preset, ReproGrid]:
     """The preset and grid for ``name`` (``ci``, ``default``, ``repro`` or ``paper``); a
     :class:`Preset` passes through, with ``grid`` or else the grid of its name."""
@@ -96,4 +82,4 @@ def resolve_preset(name: str | Preset, grid: ReproGrid | None = None) -> tuple[P
     key = str(name).strip().lower()
     if key not in GRIDS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(REPRO_PRESET_NAMES)}.")
-    return (repro_preset() if key == "repro" else get_preset(key)), grid or GRIDS[key]
+    return get_preset(key), grid or GRIDS[key]

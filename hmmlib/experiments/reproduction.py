@@ -16,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .memory_runners import PAPER_FIG_A2, PAPER_FIG_B3
 from .pipeline import DEFAULT_RESULTS, results_path
+from .runners import PAPER_FIG_B1
 from .records import load_records
 
 __all__ = ["PAPER_B1", "PAPER_B1_BAND", "PAPER_A1", "PAPER_B2", "PAPER_B3", "PAPER_A2", "Summary", "load",
            "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
 
-#: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy}.
-PAPER_B1: dict[str, dict[int, float]] = {
-    "prompt": {4: 1.000, 8: 1.000, 10: 0.976, 12: 0.986, 15: 0.938, 25: 0.693, 30: 0.762},
-    "head": {4: 1.000, 8: 0.925, 10: 0.885, 12: 0.653, 15: 0.711, 25: 0.625, 30: 0.675},
-}
+#: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy} (one copy, in runners).
+PAPER_B1 = PAPER_FIG_B1
 #: Fig. B1 band half-widths (their definition is not recoverable from the figure file).
 PAPER_B1_BAND: dict[str, dict[int, float]] = {
     "prompt": {4: 0.0, 8: 0.0, 10: 0.032, 12: 0.008, 15: 0.014, 25: 0.049, 30: 0.078},
@@ -41,12 +40,8 @@ PAPER_A1: dict[str, dict[int, tuple[float, float, float]]] = {
 }
 #: Fig. B2: "Prompt Acc - Head Acc" in accuracy (not the difference of the B1 means).
 PAPER_B2: dict[int, float] = {4: 0.000, 8: 0.001, 10: 0.076, 12: 0.142, 15: 0.221, 25: 0.237, 30: 0.272}
-#: Fig. B3: total hidden states -> (memory HMM + attention, vanilla HMM + linear head).
-PAPER_B3: dict[int, tuple[float, float]] = {8: (1.000, 0.925), 12: (1.000, 0.653), 20: (1.000, 0.726),
-                                            28: (0.989, 0.732)}
-#: Fig. A2 (fractions): total hidden states -> (memory + attention, vanilla + linear) means.
-PAPER_A2: dict[int, tuple[float, float]] = {8: (0.998, 0.832), 12: (0.999, 0.807), 20: (0.999, 0.644),
-                                            28: (0.978, 0.662)}
+#: Fig. B3 and Fig. A2: total hidden states -> (memory + attention, vanilla + linear) (one copy, in memory_runners).
+PAPER_B3, PAPER_A2 = PAPER_FIG_B3, PAPER_FIG_A2
 
 # two-sided 95% Student-t quantiles t_{0.975, df}
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
