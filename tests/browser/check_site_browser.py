@@ -166,7 +166,6 @@ def test_images_load(browser, server, page):
     assert not broken, f"{page}: images that did not load: {broken}"
 
 
-@pytest.mark.xfail(reason="chapters get alt text in issue 12 work", strict=False)
 @pytest.mark.parametrize("page", PAGES or ["<no site>"])
 def test_images_have_alt_text(browser, server, page):
     info = _inspect(browser, server, page)
