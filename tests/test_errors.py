@@ -216,7 +216,7 @@ def test_bad_generator_arguments(call, match):
 
 
 def test_unknown_preset(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown preset 'huge' .*choose one of ci, default, paper"):
+    with pytest.raises(ValueError, match=r"unknown preset 'huge' .*choose one of ci, default, repro, paper"):
         hmmlib.get_preset("huge")
     monkeypatch.setenv(PRESET_ENV, "fast")
     with pytest.raises(ValueError, match=rf"unknown preset 'fast' \(from {PRESET_ENV}\)"):
