@@ -40,6 +40,7 @@ from ..lm.inputs import InputLayout
 from .presets import Preset
 from .records import SCHEMA_VERSION, versions
 from .repro_presets import ReproGrid
+from .runners import closed_form_accuracy
 
 __all__ = ["FIGURES", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
            "plan", "units", "run_unit"]
@@ -207,11 +208,8 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
                 met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
                                pos0_tv=None, extra={**_prompt_extra(pr), "head_test_accuracy": ch_ideal["test"]["accuracy"]})
             else:  # closed_form: b = (W^+)^T mu
-                from ..adapt.theory import closed_form_head
-
-                b = closed_form_head(hmm.W, task.mu)
-                res = {k: {"accuracy": float(((ds.G @ b >= 0).long() == ds.y).double().mean()),
-                           "majority_rate": ds.majority_rate} for k, ds in splits.items()}
+                res = {k: {"accuracy": closed_form_accuracy(hmm, task, ds), "majority_rate": ds.majority_rate}
+                       for k, ds in splits.items()}
                 met = _metrics(res, trainable=0, total=n_total, pos0_tv=None, extra={})
         else:
             if model is None:

@@ -86,7 +86,8 @@ class TuningRow:
     num_trainable: int
 
 
-def _closed_form_accuracy(hmm, task, ds) -> float:
+def closed_form_accuracy(hmm, task, ds) -> float:
+    """Test accuracy of the closed-form head :math:`b = (W^+)^\\top\\mu` on ``ds``: :math:`\\mathbb 1[b^\\top G(x) \\ge 0]`."""
     b = closed_form_head(hmm.W, task.mu)
     return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
 
@@ -113,8 +114,8 @@ def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prom
                 rows.append(TuningRow("ideal", K, s, m, r["test"]["accuracy"], r["train"]["accuracy"],
                                       r["test"]["majority_rate"], r["parameters"]["trainable"]))
             if closed_form:
-                rows.append(TuningRow("ideal", K, s, "closed_form", _closed_form_accuracy(hmm, task, splits["test"]),
-                                      _closed_form_accuracy(hmm, task, splits["train"]),
+                rows.append(TuningRow("ideal", K, s, "closed_form", closed_form_accuracy(hmm, task, splits["test"]),
+                                      closed_form_accuracy(hmm, task, splits["train"]),
                                       splits["test"].majority_rate, 0))
     return rows
 
