@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["LogisticInfo", "logistic_objective", "fit_logistic_head", "as_linear_head", "load_into_head",
-           "L2_GRID", "fit_logistic_head_validated",
+           "L2_GRID", "logistic_path", "fit_logistic_head_validated",
            "DEFAULT_L2"]
 
 #: The default L2 penalty :math:`\lambda` (per example: the loss is a mean). Small enough that the
@@ -165,11 +165,26 @@ def _accuracy(F: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c: torch.Tensor
     return float((((F @ w + c) > 0).long() == y).double().mean())
 
 
+def logistic_path(features: Any, y: Any, *, l2_grid: tuple[float, ...] = L2_GRID, tol: float = 1e-10,
+                  max_iter: int = 500) -> list[tuple[float, torch.Tensor, torch.Tensor, LogisticInfo]]:
+    r"""The converged head at each penalty of ``l2_grid``, largest first, each solve started from the
+    previous solution (a warm-started regularisation path): ``[(l2, weight, bias, info), ...]``."""
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    if not grid:
+        raise ValueError("l2_grid must hold at least one penalty > 0.")
+    out, start = [], None
+    for l2 in grid:
+        w, c, info = fit_logistic_head(features, y, l2, tol=tol, max_iter=max_iter, init=start)
+        start = (w, c)
+        out.append((l2, w, c, info))
+    return out
+
+
 def fit_logistic_head_validated(features: Any, y: Any, val_features: Any, val_y: Any, *,
                                 l2_grid: tuple[float, ...] = L2_GRID, tol: float = 1e-10,
                                 max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor, LogisticInfo, dict[float, float]]:
-    r"""The converged head at each penalty of ``l2_grid`` (largest first, each solve started from the
-    previous solution), keeping the one with the best validation accuracy (ties: the larger penalty).
+    r"""The converged head at each penalty of ``l2_grid`` (:func:`logistic_path`), keeping the one with
+    the best validation accuracy (ties: the larger penalty).
 
     The scale of a good :math:`\lambda` depends on how far apart the features are (on the paper's
     generator :math:`G(x)` varies by little, and :math:`\lambda = 10^{-4}` can leave the head below the
@@ -178,13 +193,8 @@ def fit_logistic_head_validated(features: Any, y: Any, val_features: Any, val_y:
     Returns:
         ``(weight, bias, info, val_accuracy_by_l2)``; ``info.l2`` is the chosen penalty.
     """
-    grid = sorted({float(v) for v in l2_grid}, reverse=True)
-    if not grid:
-        raise ValueError("l2_grid must hold at least one penalty > 0.")
-    best, path, start = None, {}, None
-    for l2 in grid:
-        w, c, info = fit_logistic_head(features, y, l2, tol=tol, max_iter=max_iter, init=start)
-        start = (w, c)
+    best, path = None, {}
+    for l2, w, c, info in logistic_path(features, y, l2_grid=l2_grid, tol=tol, max_iter=max_iter):
         acc = _accuracy(val_features, val_y, w, c)
         path[l2] = acc
         if best is None or acc > best[3]:

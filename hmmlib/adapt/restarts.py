@@ -17,7 +17,7 @@ import torch
 
 from .api import make_tuner
 from .configs import HeadConfig, TuneConfig
-from .logistic import L2_GRID, fit_logistic_head_validated, load_into_head
+from .logistic import L2_GRID, logistic_path, load_into_head
 from .tasks import sub_seed
 
 __all__ = ["frozen_features", "converged_head", "prompt_from_converged_head"]
@@ -42,18 +42,20 @@ def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_
     """The converged linear head on ``model``'s frozen features (:func:`frozen_features`) of
     ``splits["train"]``, penalty chosen on ``splits["val"]``.
 
-    Returns ``{"weight", "bias", "info" (LogisticInfo), "val_by_l2", "<split>": {"accuracy",
+    Returns ``{"weight", "bias", "info" (LogisticInfo), "val_by_l2", "accuracy_by_l2" (split -> penalty ->
+    accuracy, the whole path, so a reader can see what a floor on the penalty would change), "<split>": {"accuracy",
     "majority_rate"}}`` for every split, and ``"parameters"``: ``{"trainable": V + 1}`` (the two-class
     head ``nn.Linear(V, 2)`` it loads into has ``2V + 2``, of which half are redundant)."""
     feats = {k: frozen_features(model, ds, max_positions) for k, ds in splits.items()}
     if "val" not in splits:
         raise ValueError("converged_head chooses the penalty on splits['val']; add a validation split.")
-    w, c, info, path = fit_logistic_head_validated(feats["train"], splits["train"].y, feats["val"], splits["val"].y,
-                                                   l2_grid=l2_grid)
-    out: dict[str, Any] = {"weight": w, "bias": c, "info": info, "val_by_l2": path,
+    path = logistic_path(feats["train"], splits["train"].y, l2_grid=l2_grid)
+    by_l2 = {k: {l2: _accuracy(feats[k], ds.y, w, c) for l2, w, c, _ in path} for k, ds in splits.items()}
+    _, w, c, info = max(path, key=lambda r: (by_l2["val"][r[0]], r[0]))  # ties: the larger penalty
+    out: dict[str, Any] = {"weight": w, "bias": c, "info": info, "val_by_l2": by_l2["val"], "accuracy_by_l2": by_l2,
                            "parameters": {"trainable": int(w.numel()) + 1}}
     for k, ds in splits.items():
-        out[k] = {"accuracy": _accuracy(feats[k], ds.y, w, c), "majority_rate": float(ds.majority_rate)}
+        out[k] = {"accuracy": by_l2[k][info.l2], "majority_rate": float(ds.majority_rate)}
     return out
 
 

@@ -113,12 +113,14 @@ def plan(figure: str, preset: Preset, grid: ReproGrid) -> list[Job]:
 
 
 def units(jobs: list[Job]) -> list[Unit]:
-    """Group ``jobs`` by (figure, size, seed), in a fixed order (largest size first, to balance a pool)."""
+    """Group ``jobs`` by (figure, size, seed), in a fixed order: seed by seed (so a run stopped early
+    has every size at its first seeds), the ideal sweep last, and the largest size first within a seed
+    (to balance a pool)."""
     groups: dict[tuple, list[str]] = {}
     for j in sorted(jobs):
         groups.setdefault((j.figure, j.num_states, j.seed, j.preset), []).append(j.method)
     out = [Unit(f, K, s, tuple(ms), p) for (f, K, s, p), ms in groups.items()]
-    return sorted(out, key=lambda u: (u.figure != "ideal", u.num_states, -u.seed), reverse=True)
+    return sorted(out, key=lambda u: (u.figure != "ideal", -u.seed, u.num_states, u.figure), reverse=True)
 
 
 # --------------------------------------------------------------------------- one unit
@@ -137,7 +139,8 @@ def _metrics(res: dict, *, trainable: int, total: int, pos0_tv: float | None, ex
 def _head_extra(ch: dict) -> dict:
     info = ch["info"]
     return {"l2": info.l2, "objective": info.objective, "grad_norm": info.grad_norm, "iterations": info.iterations,
-            "converged": bool(info.converged), "val_by_l2": {f"{k:.0e}": v for k, v in ch["val_by_l2"].items()}}
+            "converged": bool(info.converged), "val_by_l2": {f"{k:.0e}": v for k, v in ch["val_by_l2"].items()},
+            "test_by_l2": {f"{k:.0e}": v for k, v in ch["accuracy_by_l2"]["test"].items()}}
 
 
 def _prompt_extra(pr: dict) -> dict:
