@@ -227,3 +227,28 @@ def test_dry_run_prints_the_plan_and_an_estimate(reference, capsys):
     est = pipeline.estimate("fig-b1", "ci", results=base / "results", step_times=(0.01, 0.02))
     # the whole ci grid: 2 sizes x 2 seeds, one pretraining each; none of its jobs is in this results folder
     assert est.pretrainings == 4 and est.done == 0 and est.seconds > 4 * get_preset("ci").pretrain.train.num_steps * 0.01
+
+
+def test_records_at_fills_missing_jobs_without_touching_the_committed_file(reference, tmp_path):
+    from hmmlib.experiments.reproduction import records_at
+
+    base, _ = reference
+    full = load_records(pipeline.results_path(base / "results", "tiny", "fig-b1"))
+    path = pipeline.results_path(tmp_path, "tiny", "fig-b1")
+    path.parent.mkdir(parents=True)
+    for r in full[: len(full) // 2]:  # a partial set, as if a run had been stopped
+        append_record(path, r)
+    before = path.read_bytes()
+    got = records_at("fig-b1", PRESET, tmp_path, grid=GRID)
+    assert path.read_bytes() == before
+    assert [stable_view(r) for r in got] == [stable_view(r) for r in full]
+
+
+def test_units_go_seed_by_seed_so_a_stopped_run_covers_every_size():
+    p, g = resolve_preset("repro")
+    order = units(plan("all", p, g))
+    first_b1 = [u for u in order if u.figure == "fig-b1"][: len(g.fig_b1_sizes)]
+    assert sorted(u.num_states for u in first_b1) == sorted(g.fig_b1_sizes) and {u.seed for u in first_b1} == {0}
+    assert all(u.figure == "ideal" for u in order[-len(g.ideal_sizes) * g.ideal_seeds:])
+    seeds = [u.seed for u in order if u.figure != "ideal"]
+    assert seeds == sorted(seeds)

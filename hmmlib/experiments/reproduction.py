@@ -22,7 +22,7 @@ from .runners import PAPER_FIG_B1
 from .records import load_records
 
 __all__ = ["PAPER_B1", "PAPER_B1_BAND", "PAPER_A1", "PAPER_B2", "PAPER_B3", "PAPER_A2", "Summary", "load",
-           "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
+           "records_at", "best_committed", "tuning_rows", "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
 
 #: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy} (one copy, in runners).
 PAPER_B1 = PAPER_FIG_B1
@@ -78,6 +78,64 @@ def load(preset: str, figure: str, results: str | os.PathLike = DEFAULT_RESULTS)
     if not Path(path).exists():
         raise ValueError(f"no records at {path}; run python -m hmmlib.experiments.reproduce {figure} --preset {preset}.")
     return load_records(path)
+
+
+def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS, *, grid=None,
+               progress: bool | None = False) -> list[dict]:
+    """Every record of ``figure``'s grid at ``preset`` (a name or a :class:`Preset`): the committed ones,
+    and any job they lack run now in this process (into a temporary copy: the committed files are not
+    changed). With the ``ci`` and ``default`` records committed this reads files; a preset with none
+    runs its whole grid."""
+    import shutil
+    import tempfile
+
+    from .jobs import plan
+    from .pipeline import run
+    from .records import load_records as _load
+    from .repro_presets import resolve_preset
+
+    p, grid = resolve_preset(preset, grid)
+    ids = {j.id for j in plan(figure, p, grid)}
+    path = results_path(results, p.name, figure)
+    have = [r for r in load_records(path) if r["id"] in ids] if Path(path).exists() else []
+    if {r["id"] for r in have} >= ids:
+        return sorted(have, key=lambda r: r["id"])
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = results_path(tmp, p.name, figure)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if Path(path).exists():
+            shutil.copyfile(path, copy)
+        run(figure, p, grid=grid, results=tmp, progress=progress)
+        return sorted((r for r in _load(copy) if r["id"] in ids), key=lambda r: r["id"])
+
+
+def best_committed(figure: str, prefer: tuple[str, ...], results: str | os.PathLike = DEFAULT_RESULTS) -> str:
+    """The first preset of ``prefer`` whose records of ``figure`` are committed under ``results``."""
+    for name in prefer:
+        if results_path(results, name, figure).exists():
+            return name
+    raise ValueError(f"no committed records of {figure} for any of {prefer}; run python -m "
+                     f"hmmlib.experiments.reproduce {figure} --preset ci")
+
+
+#: Record method -> the method name of :class:`~hmmlib.experiments.runners.TuningRow` (chapters 3-4).
+_ROW_METHOD = {"ideal_head": ("ideal", "head"), "ideal_head_adamw": ("ideal", "head_adamw"),
+               "ideal_prompt": ("ideal", "prompt"), "closed_form": ("ideal", "closed_form")}
+
+
+def tuning_rows(records: list[dict]) -> list:
+    """Records as :class:`~hmmlib.experiments.runners.TuningRow` (``ideal_head`` -> model ``ideal``,
+    method ``head``; ``ideal_head_adamw`` -> ``head_adamw``; trained-model methods keep their names
+    with model ``transformer``), for :func:`~hmmlib.experiments.runners.summarize`."""
+    from .runners import TuningRow
+
+    out = []
+    for r in records:
+        model, method = _ROW_METHOD.get(r["method"], ("transformer", r["method"]))
+        m = r["metrics"]
+        out.append(TuningRow(model, r["num_states"], r["seed"], method, m["test_accuracy"], m["train_accuracy"],
+                             m["majority_rate"], m["trainable_parameters"]))
+    return out
 
 
 def accuracy_table(records: list[dict], metric: str = "test_accuracy") -> dict[tuple[str, int], dict[int, float]]:
