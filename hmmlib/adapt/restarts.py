@@ -67,8 +67,8 @@ def prompt_from_converged_head(model: Any, cfg: TuneConfig, splits: dict, *, num
     (ties: the earliest).
 
     Returns ``{"best": r, "restarts": [{"seed", "<split>": metrics, ...}], "<split>": metrics of the
-    kept restart, "parameters", "disagreement", "test_spread", "head": converged head (if computed
-    here)}``, where ``disagreement`` is the mean, over the other restarts, of the fraction of test
+    kept restart, "parameters", "disagreement", "test_spread", "tuner": the kept restart's tuner,
+    "head": converged head (if computed here)}``, where ``disagreement`` is the mean, over the other restarts, of the fraction of test
     examples on which their prediction differs from the kept one's, and ``test_spread`` is the range
     of the restarts' test accuracies.
     """
@@ -82,7 +82,7 @@ def prompt_from_converged_head(model: Any, cfg: TuneConfig, splits: dict, *, num
     if head is None:
         ch = converged_head(model, splits, max_positions=getattr(cfg, "max_positions", None))
         head = (ch["weight"], ch["bias"])
-    runs, preds = [], []
+    runs, preds, tuners = [], [], []
     for r in range(num_restarts):
         seed = sub_seed(cfg.seed, r)
         tuner = make_tuner(model, cfg.replace(seed=seed))
@@ -93,13 +93,14 @@ def prompt_from_converged_head(model: Any, cfg: TuneConfig, splits: dict, *, num
         run["parameters"] = tuner.parameter_counts()
         runs.append(run)
         preds.append(tuner.predict(splits["test"]).cpu())
+        tuners.append(tuner)
     best = max(range(num_restarts), key=lambda i: (runs[i]["val"]["accuracy"], -i))
     others = [i for i in range(num_restarts) if i != best]
     disagreement = (sum(float((preds[i] != preds[best]).double().mean()) for i in others) / len(others)
                     if others else 0.0)
     tests = [r["test"]["accuracy"] for r in runs]
     out = {"best": best, "restarts": runs, "parameters": runs[best]["parameters"], "disagreement": disagreement,
-           "test_spread": max(tests) - min(tests)}
+           "test_spread": max(tests) - min(tests), "tuner": tuners[best]}
     out.update({k: runs[best][k] for k in splits})
     if ch is not None:
         out["head"] = ch

@@ -25,7 +25,7 @@ from ..memory.tasks import memory_task_and_splits
 from .presets import Preset
 from .runners import pretrained_for
 from ..adapt.tasks import paper_task_and_splits
-from ..adapt.api import make_tuner
+from ..adapt.restarts import converged_head
 
 __all__ = ["PAPER_FIG_B3", "PAPER_FIG_A2", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]
@@ -176,11 +176,15 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
                       device: torch.device | str | None = None, progress: bool = False) -> MemoryRow:
     r"""Memory HMM + attention head against vanilla HMM (``paper_hmm(4 n_mem)``) + linear head at position 0.
 
+    The attention head is trained (AdamW, ``preset.memory``'s recipe); the linear head is logistic
+    regression on frozen features, solved to convergence (:func:`hmmlib.adapt.restarts.converged_head`,
+    penalty chosen on the validation split).
+
     Ideal model: the attention head reads the exact :math:`P(X_t\mid x_{-t})`, the linear head the exact
     :math:`G(x) = W P(H_0\mid x)`. Trained model (``trained=True``): one masked LM pretrained on each HMM
     (``preset.pretrain``, cached), the attention head on its outputs at every position of
-    ``[MASK]`` and the first tokens, and the linear head (:class:`hmmlib.adapt.TransformerTuner`) at the ``[MASK]``,
-    both reading ``preset.memory.head.max_positions`` positions (labels use all ``seq_len`` tokens, as in the paper).
+    ``[MASK]`` and the first tokens, and the linear head at the ``[MASK]``, both reading
+    ``preset.memory.head.max_positions`` positions (labels use all ``seq_len`` tokens, as in the paper).
     """
     sz = preset.memory
     mem = paper_memory_hmm(num_values, sz.num_syntax, sz.num_symbols, seed=seed)
@@ -190,13 +194,13 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
     _, vsplits, _ = paper_task_and_splits(van, seed=seed, sizes=sz.split_sizes, seq_len=sz.seq_len)
     cfg = sz.tune_config(seed=seed)
     if not trained:
-        att, lin = AttentionHeadTuner(mem, cfg), make_tuner(van, cfg)
+        att, lin_model = AttentionHeadTuner(mem, cfg), van
     else:
         models = [pretrained_for(h, preset, device=device, progress=progress).model for h in (to_hmm(mem), van)]
-        att, lin = AttentionHeadTuner(models[0], cfg), make_tuner(models[1], cfg)
+        att, lin_model = AttentionHeadTuner(models[0], cfg), models[1]
     att.fit(msplits["train"])
-    lin.fit(vsplits["train"])
-    m, v = att.evaluate(msplits["test"]), lin.evaluate(vsplits["test"])
+    lin = converged_head(lin_model, vsplits, max_positions=None if not trained else cfg.max_positions)
+    m, v = att.evaluate(msplits["test"]), lin["test"]
     return MemoryRow(num_values, sz.num_syntax * num_values, seed, "trained" if trained else "ideal",
                      m["accuracy"], m["majority_rate"], v["accuracy"], v["majority_rate"],
-                     att.num_trainable_parameters, lin.num_trainable_parameters)
+                     att.num_trainable_parameters, lin["parameters"]["trainable"])

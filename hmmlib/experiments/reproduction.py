@@ -22,7 +22,7 @@ from .runners import PAPER_FIG_B1
 from .records import load_records
 
 __all__ = ["PAPER_B1", "PAPER_B1_BAND", "PAPER_A1", "PAPER_B2", "PAPER_B3", "PAPER_A2", "Summary", "load",
-           "records_at", "best_committed", "tuning_rows", "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
+           "records_at", "record_sources", "best_committed", "tuning_rows", "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
 
 #: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy} (one copy, in runners).
 PAPER_B1 = PAPER_FIG_B1
@@ -107,6 +107,16 @@ def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS
             shutil.copyfile(path, copy)
         run(figure, p, grid=grid, results=tmp, progress=progress)
         return sorted((r for r in _load(copy) if r["id"] in ids), key=lambda r: r["id"])
+
+
+def record_sources(preset_name: str) -> tuple[str, ...]:
+    """Which committed records a build at ``preset_name`` reads, best first: the ``ci`` build reads its
+    own (small, and what the tests check); every other build reads the richest committed set
+    (``paper``, then ``repro``, then ``default``), its own preset first when it is none of these."""
+    if preset_name == "ci":
+        return ("ci", "default", "repro", "paper")
+    order = ("paper", "repro", "default", "ci")
+    return order if preset_name in order else (preset_name,) + order
 
 
 def best_committed(figure: str, prefer: tuple[str, ...], results: str | os.PathLike = DEFAULT_RESULTS) -> str:
