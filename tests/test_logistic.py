@@ -133,3 +133,30 @@ def test_linear_head_has_the_same_decision():
 def test_bad_input_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit_logistic_head(**kwargs)
+
+
+def test_warm_started_path_reaches_each_penalty_s_own_optimum():
+    """Each point of the warm-started regularisation path is the cold-started minimiser at that penalty
+    (scipy, an independent solver), to 1e-6 in the objective, down to the smallest penalty of the grid."""
+    from hmmlib.adapt.logistic import logistic_path
+
+    F, y = _dirichlet_features(5)
+    for l2, w, c, info in logistic_path(F, y, l2_grid=(1e-2, 1e-4, 1e-6)):
+        assert info.converged
+        assert abs(info.objective - _scipy_objective(F, y, l2)) <= 1e-6, l2
+
+
+def test_converged_head_reports_the_whole_path_and_its_choice():
+    from hmmlib.adapt.restarts import converged_head
+
+    sp = _paper_features(12, 11, n=1000)
+    hmm = hmmlib.paper_hmm(12, 10, seed=11)
+    ch = converged_head(hmm, sp)
+    by = ch["accuracy_by_l2"]
+    assert set(by) == set(sp) and by["val"] == ch["val_by_l2"]
+    chosen = ch["info"].l2
+    assert by["val"][chosen] == max(by["val"].values())
+    # the reported test accuracy is the chosen head's, recomputed here from its weights
+    G = sp["test"].G.double()
+    acc = float((((G @ ch["weight"] + ch["bias"]) > 0).long() == sp["test"].y).double().mean())
+    assert ch["test"]["accuracy"] == by["test"][chosen] == acc
