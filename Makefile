@@ -10,7 +10,7 @@ HMMLIB_SOURCES := $(wildcard hmmlib/*.py hmmlib/*/*.py)
 JOBS ?= 2
 STUDENT_BRANCH ?= student
 
-.PHONY: book book-strict student test test-unit test-notebooks test-browser check-binder bench lab clean check-python
+.PHONY: book book-strict student test test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
 
 # Website builds: no progress bars in executed chapters (tqdm >= 4.66 reads TQDM_DISABLE; the book's
 # local extension sets the same default when jupyter-book is run directly).
@@ -60,6 +60,11 @@ student: $(STAMP) _build/.hmmlib-stamp
 test: $(STAMP)
 	HMMBOOK_PRESET=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider tests book
+
+## The pipeline on a local Ray instance gives the same records as one process (installs the optional Ray extra).
+test-ray: $(STAMP)
+	$(BIN)/python -m pip install -q "ray==2.60.0"
+	HMMBOOK_PRESET=ci HMMBOOK_TEST_RAY=1 $(BIN)/python -m pytest -p no:cacheprovider -m ray -rs tests/test_pipeline.py
 
 test-unit: $(STAMP)
 	HMMBOOK_PRESET=ci $(BIN)/python -m pytest -p no:cacheprovider tests

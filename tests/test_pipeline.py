@@ -206,12 +206,18 @@ def test_process_pool_gives_the_same_records(reference, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.skipif(os.environ.get("HMMBOOK_TEST_RAY") != "1",
-                    reason="opt-in (HMMBOOK_TEST_RAY=1): a local Ray instance fails to start on an overloaded machine "
-                           "(its raylet stops waiting for the metrics agent after about 40 s)")
+                    reason="opt-in (HMMBOOK_TEST_RAY=1; `make test-ray` installs Ray and runs it, as CI does)")
 def test_ray_gives_the_same_records(reference, tmp_path):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     base, _ = reference
-    out = _run(tmp_path / "results", base / "cache", workers=2, ray="local")
+    try:  # a local Ray instance can fail to start on an overloaded machine (its raylet gives up after ~40 s)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - any start-up failure is the environment's, not the pipeline's
+        pytest.skip(f"Ray could not start a local instance here: {type(e).__name__}: {e}")
+    try:
+        out = _run(tmp_path / "results", base / "cache", workers=2, ray="auto")
+    finally:
+        ray.shutdown()
     assert out["ran"] == out["planned"]
     assert (_stable(pipeline.results_path(tmp_path / "results", "tiny", "fig-b1"))
             == _stable(pipeline.results_path(base / "results", "tiny", "fig-b1")))
