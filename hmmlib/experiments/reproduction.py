@@ -91,7 +91,6 @@ def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS
 
     from .jobs import plan
     from .pipeline import run
-    from .records import load_records as _load
     from .repro_presets import resolve_preset
 
     p, grid = resolve_preset(preset, grid)
@@ -106,7 +105,7 @@ def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS
         if Path(path).exists():
             shutil.copyfile(path, copy)
         run(figure, p, grid=grid, results=tmp, progress=progress)
-        return sorted((r for r in _load(copy) if r["id"] in ids), key=lambda r: r["id"])
+        return sorted((r for r in load_records(copy) if r["id"] in ids), key=lambda r: r["id"])
 
 
 def record_sources(preset_name: str) -> tuple[str, ...]:
