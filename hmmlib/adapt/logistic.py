@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["LogisticInfo", "logistic_objective", "fit_logistic_head", "as_linear_head", "load_into_head",
-           "L2_GRID", "logistic_path", "fit_logistic_head_validated",
+           "L2_GRID", "logistic_path", "fit_logistic_head_validated", "head_predictions", "head_accuracy",
            "DEFAULT_L2"]
 
 #: The default L2 penalty :math:`\lambda` (per example: the loss is a mean). Small enough that the
@@ -159,10 +159,16 @@ def fit_logistic_head(features: Any, y: Any, l2: float = DEFAULT_L2, *, tol: flo
 L2_GRID: tuple[float, ...] = tuple(10.0 ** -k for k in range(2, 13))
 
 
-def _accuracy(F: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> float:
-    F = torch.as_tensor(F).detach().to("cpu", torch.float64)
+def head_predictions(features: Any, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    r"""The converged head's labels :math:`\mathbb 1[w^\top f + c > 0]` (long, on the CPU), in float64."""
+    F = torch.as_tensor(features).detach().to("cpu", torch.float64)
+    return ((F @ weight + bias) > 0).long()
+
+
+def head_accuracy(features: Any, y: Any, weight: torch.Tensor, bias: torch.Tensor) -> float:
+    """Fraction of ``y`` that :func:`head_predictions` gets right."""
     y = torch.as_tensor(y).detach().to("cpu").reshape(-1)
-    return float((((F @ w + c) > 0).long() == y).double().mean())
+    return float((head_predictions(features, weight, bias) == y).double().mean())
 
 
 def logistic_path(features: Any, y: Any, *, l2_grid: tuple[float, ...] = L2_GRID, tol: float = 1e-10,
@@ -195,7 +201,7 @@ def fit_logistic_head_validated(features: Any, y: Any, val_features: Any, val_y:
     """
     best, path = None, {}
     for l2, w, c, info in logistic_path(features, y, l2_grid=l2_grid, tol=tol, max_iter=max_iter):
-        acc = _accuracy(val_features, val_y, w, c)
+        acc = head_accuracy(val_features, val_y, w, c)
         path[l2] = acc
         if best is None or acc > best[3]:
             best = (w, c, info, acc)

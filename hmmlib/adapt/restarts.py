@@ -17,7 +17,7 @@ import torch
 
 from .api import make_tuner
 from .configs import HeadConfig, TuneConfig
-from .logistic import L2_GRID, logistic_path, load_into_head
+from .logistic import L2_GRID, head_accuracy, load_into_head, logistic_path
 from .tasks import sub_seed
 
 __all__ = ["frozen_features", "converged_head", "prompt_from_converged_head"]
@@ -33,10 +33,6 @@ def frozen_features(model: Any, dataset, max_positions: int | None = None) -> to
     return make_tuner(model, cfg).features(dataset).detach().cpu()
 
 
-def _accuracy(F: torch.Tensor, y: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> float:
-    return float((((F.double() @ w + c) > 0).long() == y.cpu()).double().mean())
-
-
 def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_GRID,
                    max_positions: int | None = None) -> dict[str, Any]:
     """The converged linear head on ``model``'s frozen features (:func:`frozen_features`) of
@@ -50,7 +46,7 @@ def converged_head(model: Any, splits: dict, *, l2_grid: tuple[float, ...] = L2_
     if "val" not in splits:
         raise ValueError("converged_head chooses the penalty on splits['val']; add a validation split.")
     path = logistic_path(feats["train"], splits["train"].y, l2_grid=l2_grid)
-    by_l2 = {k: {l2: _accuracy(feats[k], ds.y, w, c) for l2, w, c, _ in path} for k, ds in splits.items()}
+    by_l2 = {k: {l2: head_accuracy(feats[k], ds.y, w, c) for l2, w, c, _ in path} for k, ds in splits.items()}
     _, w, c, info = max(path, key=lambda r: (by_l2["val"][r[0]], r[0]))  # ties: the larger penalty
     out: dict[str, Any] = {"weight": w, "bias": c, "info": info, "val_by_l2": by_l2["val"], "accuracy_by_l2": by_l2,
                            "parameters": {"trainable": int(w.numel()) + 1}}

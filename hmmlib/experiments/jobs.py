@@ -150,6 +150,14 @@ def _prompt_extra(pr: dict) -> dict:
             "head_test_accuracy": pr["head"]["test"]["accuracy"] if "head" in pr else None}
 
 
+def _prompt_job(model, tc, splits: dict, grid: ReproGrid, head: dict, *, pos0_tv, extra: dict) -> dict:
+    """Metrics of prompt tuning started from the converged ``head``, ``grid.prompt_restarts`` restarts."""
+    pr = prompt_from_converged_head(model, tc, splits, num_restarts=grid.prompt_restarts,
+                                    head=(head["weight"], head["bias"]))
+    return _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"], pos0_tv=pos0_tv,
+                    extra={**extra, **_prompt_extra(pr), "head_test_accuracy": head["test"]["accuracy"]})
+
+
 def _pos0_test_tv(model, hmm, test, max_positions: int | None) -> float:
     """Mean TV between the model's ``[MASK]`` distribution and the exact :math:`G` given the same
     (truncated) tokens, on the test inputs."""
@@ -205,11 +213,8 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
                                extra={})
             elif m == "ideal_prompt":
                 tc = sz.tune_config("prompt", "ideal", seed=s)
-                pr = prompt_from_converged_head(hmm, tc, splits, num_restarts=grid.prompt_restarts,
-                                                head=(ch_ideal["weight"], ch_ideal["bias"]))
                 cfg["tune"] = tc.to_dict()
-                met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
-                               pos0_tv=None, extra={**_prompt_extra(pr), "head_test_accuracy": ch_ideal["test"]["accuracy"]})
+                met = _prompt_job(hmm, tc, splits, grid, ch_ideal, pos0_tv=None, extra={})
             else:  # closed_form: b = (W^+)^T mu
                 res = {k: {"accuracy": closed_form_accuracy(hmm, task, ds), "majority_rate": ds.majority_rate}
                        for k, ds in splits.items()}
@@ -232,12 +237,8 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
                                extra={**extra, **_head_extra(ch_trained)})
             elif m == "prompt":
                 tc = sz.tune_config("prompt", "transformer", seed=s)
-                pr = prompt_from_converged_head(model, tc, splits, num_restarts=grid.prompt_restarts,
-                                                head=(ch_trained["weight"], ch_trained["bias"]))
                 cfg["tune"] = tc.to_dict()
-                met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
-                               pos0_tv=pos0, extra={**extra, **_prompt_extra(pr),
-                                                    "head_test_accuracy": ch_trained["test"]["accuracy"]})
+                met = _prompt_job(model, tc, splits, grid, ch_trained, pos0_tv=pos0, extra=extra)
             else:
                 tc = _paper_head(s, head_pos) if m == "head_paper" else sz.tune_config(m, "transformer", seed=s)
                 r = tune_and_evaluate(model, tc, splits)
