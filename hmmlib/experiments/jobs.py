@@ -21,10 +21,11 @@ Methods (``model`` is ``trained`` or ``ideal``):
 """
 from __future__ import annotations
 
+import importlib
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -38,11 +39,11 @@ from ..lm.cache import pretrained_model
 from ..lm.device import default_device
 from ..lm.inputs import InputLayout
 from .presets import Preset
-from .records import SCHEMA_VERSION, versions
+from .records import ACCURACY_METRICS, SCHEMA_VERSION, register_figure_metrics, versions
 from .repro_presets import ReproGrid
 from .runners import closed_form_accuracy
 
-__all__ = ["FIGURES", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
+__all__ = ["FIGURES", "FigureSpec", "register_figure", "figure_specs", "all_figures", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
            "plan", "units", "run_unit"]
 
 FIGURES = ("fig-b1", "fig-b3", "ideal")
@@ -87,14 +88,63 @@ class Unit:
         return [Job(self.figure, self.num_states, self.seed, m, self.preset) for m in self.methods]
 
 
+# --------------------------------------------------------------------------- figures defined elsewhere
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the pipeline defined outside this module.
+
+    Attributes:
+        plan: ``plan(preset, grid) -> list[Job]``, every job of the figure at ``preset``.
+        run: ``run(unit, preset, grid, cache, device) -> (rows, pretrain_s, pretrain_cpu_s)`` with one row
+            ``(method, metrics, configs, seeds, job_s, job_cpu_s)`` per method of ``unit`` (as ``_b1_unit``).
+        metrics: the metric fields every record of the figure carries.
+        description: one line for ``--help``.
+    """
+
+    plan: Callable[[Preset, ReproGrid], list[Job]]
+    run: Callable[..., tuple[list, float | None, float | None]]
+    metrics: tuple[str, ...] = ACCURACY_METRICS
+    description: str = ""
+
+
+_SPECS: dict[str, FigureSpec] = {}
+
+#: Modules that define figures with :func:`register_figure` (imported on first use).
+FIGURE_MODULES: tuple[str, ...] = ()
+
+
+def register_figure(name: str, spec: FigureSpec) -> None:
+    """Add figure ``name`` to the pipeline (its records: ``results/<preset>/<name>.jsonl``)."""
+    if name in FIGURES or name in ("fig-b2", "all"):
+        raise ValueError(f"figure {name!r} is built in; choose another name.")
+    _SPECS[name] = spec
+    register_figure_metrics(name, spec.metrics)
+
+
+def figure_specs() -> dict[str, FigureSpec]:
+    """The registered figures beyond :data:`FIGURES`, after importing :data:`FIGURE_MODULES`."""
+    for mod in FIGURE_MODULES:
+        importlib.import_module(mod)
+    return dict(_SPECS)
+
+
+def all_figures() -> tuple[str, ...]:
+    """Every figure the pipeline can run: :data:`FIGURES`, then the registered ones."""
+    return FIGURES + tuple(sorted(figure_specs()))
+
+
 def plan(figure: str, preset: Preset, grid: ReproGrid) -> list[Job]:
-    """Every job of ``figure`` (``fig-b1``, ``fig-b2`` (= fig-b1's jobs), ``fig-b3``, ``ideal`` or ``all``)."""
+    """Every job of ``figure`` (``fig-b1``, ``fig-b2`` (= fig-b1's jobs), ``fig-b3``, ``ideal``, a registered
+    figure, or ``all``)."""
     if figure == "all":
-        return [j for f in FIGURES for j in plan(f, preset, grid)]
+        return [j for f in all_figures() for j in plan(f, preset, grid)]
     if figure == "fig-b2":
         figure = "fig-b1"
+    specs = figure_specs()
+    if figure in specs:
+        return sorted(specs[figure].plan(preset, grid))
     if figure not in FIGURES:
-        raise ValueError(f"unknown figure {figure!r}; choose one of fig-b1, fig-b2, fig-b3, ideal, all.")
+        raise ValueError(f"unknown figure {figure!r}; choose one of {', '.join(all_figures() + ('fig-b2', 'all'))}.")
     jobs = []
     if figure == "fig-b1":
         for K in grid.fig_b1_sizes:
@@ -326,7 +376,10 @@ def run_unit(unit: Unit, preset: Preset, grid: ReproGrid, *, cache: str | None =
         torch.set_num_threads(int(threads))
     dev = torch.device(device) if device is not None else default_device()
     t0 = time.perf_counter()
-    if unit.figure == "fig-b3":
+    specs = figure_specs()
+    if unit.figure in specs:
+        rows, pre_s, pre_cpu = specs[unit.figure].run(unit, preset, grid, cache, dev)
+    elif unit.figure == "fig-b3":
         rows, pre_s, pre_cpu = _b3_unit(unit, preset, grid, cache, dev)
     else:
         rows, pre_s, pre_cpu = _b1_unit(unit, preset, grid, cache, dev)

@@ -19,10 +19,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "RECORD_SCHEMA", "VOLATILE", "validate_record", "append_record", "load_records",
-           "compact", "versions", "stable_view"]
+__all__ = ["SCHEMA_VERSION", "RECORD_SCHEMA", "VOLATILE", "ACCURACY_METRICS", "FIGURE_METRICS", "register_figure_metrics",
+           "validate_record", "append_record", "load_records", "compact", "versions", "stable_view"]
 
 SCHEMA_VERSION = 1
+
+#: The metrics every record of an accuracy figure (fig-b1, fig-b3, ideal) carries.
+ACCURACY_METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "majority_rate", "pos0_tv",
+                    "trainable_parameters", "total_parameters", "extra")
+
+#: figure -> the metric fields its records must carry. A figure defined outside ``jobs.py`` registers
+#: its own with :func:`register_figure_metrics` (through :func:`hmmlib.experiments.jobs.register_figure`).
+FIGURE_METRICS: dict[str, tuple[str, ...]] = {f: ACCURACY_METRICS for f in ("fig-b1", "fig-b3", "ideal")}
+
+
+def register_figure_metrics(figure: str, required: tuple[str, ...]) -> None:
+    """Declare that records of ``figure`` must carry the metric fields ``required``."""
+    if not isinstance(figure, str) or not figure:
+        raise ValueError(f"figure must be a non-empty string; got {figure!r}.")
+    FIGURE_METRICS[figure] = tuple(required)
 
 _NUM = ["number"]
 _ACC = {"type": "number", "minimum": 0.0, "maximum": 1.0}
@@ -37,7 +52,7 @@ RECORD_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema": {"type": "integer", "enum": [SCHEMA_VERSION]},
         "id": {"type": "string"},
-        "figure": {"type": "string", "enum": ["fig-b1", "fig-b3", "ideal"]},
+        "figure": {"type": "string"},  # one of FIGURE_METRICS, checked in validate_record
         "preset": {"type": "string"},
         "num_states": {"type": "integer", "minimum": 1},
         "seed": {"type": "integer", "minimum": 0},
@@ -45,8 +60,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "model": {"type": "string", "enum": ["trained", "ideal"]},
         "metrics": {
             "type": "object",
-            "required": ["test_accuracy", "val_accuracy", "train_accuracy", "majority_rate", "pos0_tv",
-                         "trainable_parameters", "total_parameters", "extra"],
+            "required": [],  # per figure: FIGURE_METRICS, checked in validate_record
             "properties": {
                 "test_accuracy": _ACC, "val_accuracy": {"type": ["number", "null"], "minimum": 0.0, "maximum": 1.0},
                 "train_accuracy": _ACC, "majority_rate": {"type": "number", "minimum": 0.5, "maximum": 1.0},
@@ -100,6 +114,13 @@ def validate_record(record: Any) -> dict:
     """Check ``record`` against :data:`RECORD_SCHEMA` (and that it survives a JSON round trip);
     returns it, or raises ``ValueError`` naming the first field that is wrong."""
     _check(record, RECORD_SCHEMA, "record")
+    fig = record["figure"]
+    if fig not in FIGURE_METRICS:
+        raise ValueError(f"record field record.figure must be one of {sorted(FIGURE_METRICS)}; got {fig!r}.")
+    missing = [k for k in FIGURE_METRICS[fig] if k not in record["metrics"]]
+    if missing:
+        raise ValueError(f"record field record.metrics lacks {', '.join(missing)}; a record of {fig} needs every "
+                         f"field of FIGURE_METRICS[{fig!r}].")
     try:
         json.dumps(record, allow_nan=False)
     except (TypeError, ValueError) as e:

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+from .jobs import all_figures
 from .pipeline import DEFAULT_RESULTS, describe_plan, estimate, run
 from .repro_presets import REPRO_PRESET_NAMES
 
@@ -25,7 +26,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m hmmlib.experiments.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("figure", choices=("fig-b1", "fig-b2", "fig-b3", "ideal", "all"))
+    ap.add_argument("figure", choices=all_figures() + ("fig-b2", "all"))
     ap.add_argument("--preset", default=os.environ.get("HMMBOOK_PRESET") or "default", choices=REPRO_PRESET_NAMES)
     ap.add_argument("--results", default=str(DEFAULT_RESULTS), help="folder of the records (default: results/)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
