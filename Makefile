@@ -10,7 +10,7 @@ HMMLIB_SOURCES := $(wildcard hmmlib/*.py hmmlib/*/*.py)
 JOBS ?= 2
 STUDENT_BRANCH ?= student
 
-.PHONY: book book-strict student test test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
+.PHONY: book book-strict student test verify-ci test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
 
 # Website builds: no progress bars in executed chapters (tqdm >= 4.66 reads TQDM_DISABLE; the book's
 # local extension sets the same default when jupyter-book is run directly).
@@ -60,6 +60,10 @@ student: $(STAMP) _build/.hmmlib-stamp
 test: $(STAMP)
 	HMMBOOK_PRESET=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider tests book
+
+## Every committed ci record regenerates exactly (python -m hmmlib.experiments.reproduce verify; a few minutes).
+verify-ci: $(STAMP)
+	HMMBOOK_PRESET=ci OMP_NUM_THREADS=1 $(BIN)/python -m hmmlib.experiments.reproduce verify all --preset ci --workers $(JOBS)
 
 ## The pipeline on a local Ray instance gives the same records as one process (installs the optional Ray extra).
 test-ray: $(STAMP)

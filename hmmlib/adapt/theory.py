@@ -56,6 +56,9 @@ __all__ = [
     "NonDegeneracy",
     "nondegeneracy",
     "closed_form_head",
+    "closed_form_solve",
+    "ClosedForm",
+    "CLOSED_FORM_RTOL",
     "head_realizes",
     "kernel_direction",
     "degenerate_pair",
@@ -179,16 +182,72 @@ def nondegeneracy(W: Any, support: Any = None, rtol: float | None = None) -> Non
     return NonDegeneracy(rank, K, smin, float(s[0]), cond, rank == K)
 
 
-def closed_form_head(W: Any, mu: Any) -> torch.Tensor:
+#: Relative cut-off of :func:`closed_form_head`: singular values of :math:`W` below
+#: ``CLOSED_FORM_RTOL * sigma_max(W)`` are treated as zero.
+CLOSED_FORM_RTOL = 1e-8
+
+
+class ClosedForm(NamedTuple):
+    r"""The closed-form head and how well it is determined (:func:`closed_form_solve`).
+
+    Attributes:
+        b: the head ``(V,)``.
+        rank: singular values of ``W`` kept (above ``rtol * sigma_max``).
+        dropped: singular values of ``W`` set to zero (``min(V, K) - rank``).
+        condition_number: ``sigma_max / sigma_min`` over all ``min(V, K)`` singular values (``inf`` if one is 0).
+        residual: :math:`\|W^\top b - \mu\|_2 / \|\mu\|_2`, the part of :math:`\mu` the head does not realise.
+        rtol: the relative cut-off used.
+    """
+
+    b: torch.Tensor
+    rank: int
+    dropped: int
+    condition_number: float
+    residual: float
+    rtol: float
+
+
+def closed_form_solve(W: Any, mu: Any, rtol: float = CLOSED_FORM_RTOL) -> ClosedForm:
+    r"""The head :math:`b = (W_r^+)^\top\mu` from the SVD :math:`W = U\Sigma V^\top`, keeping the singular values
+    :math:`\sigma_i > \text{rtol}\cdot\sigma_{\max}`: :math:`b = U_r\Sigma_r^{-1}V_r^\top\mu`.
+
+    Why a cut-off: in float64 a computed singular value carries an absolute error of about
+    :math:`\epsilon\,\sigma_{\max}` (:math:`\epsilon\approx 2.2\cdot10^{-16}`), so the inverse of one near
+    :math:`10^{-12}\sigma_{\max}` (the paper's generator makes such :math:`W`: two states emitting the same
+    symbol) is wrong in its leading digit, :math:`\|b\|` reaches :math:`10^{12}`, and the sign of
+    :math:`b^\top G(x)` becomes rounding noise that depends on the BLAS library. With the cut-off
+    :math:`\|b\|_2 \le \|\mu\|_2 / (\text{rtol}\,\sigma_{\max})`, so a rounding error of :math:`\epsilon` in
+    :math:`G(x)` moves :math:`b^\top G(x)` by at most about :math:`\epsilon\|\mu\|_2/(\text{rtol}\,\sigma_{\max})
+    \approx 2\cdot10^{-8}\|\mu\|_2/\sigma_{\max}`: the head is a reproducible function of :math:`W` and
+    :math:`\mu`. The price: directions with :math:`\sigma_i \le \text{rtol}\,\sigma_{\max}` are treated as the
+    kernel of :math:`W` (R3), and ``residual`` says how much of :math:`\mu` the head then fails to realise.
+    """
+    W = _matrix("W", W)
+    mu = _vector("mu", mu, W.shape[1], W)
+    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be a number in [0, 1); got {rtol!r}.")
+    U, s, Vh = torch.linalg.svd(W, full_matrices=False)
+    keep = s > rtol * s[0]
+    r = int(keep.sum())
+    b = U[:, :r] @ ((Vh[:r] @ mu) / s[:r])
+    smin = float(s[-1]) if W.shape[0] >= W.shape[1] else 0.0  # K > V: W has a kernel
+    cond = float(s[0]) / smin if smin > 0 else float("inf")
+    res = float((W.T @ b - mu).norm() / mu.norm()) if float(mu.norm()) > 0 else 0.0
+    return ClosedForm(b, r, int(s.numel()) - r, cond, res, float(rtol))
+
+
+def closed_form_head(W: Any, mu: Any, rtol: float = CLOSED_FORM_RTOL) -> torch.Tensor:
     r"""The head :math:`b = (W^+)^\top\mu` (Moore-Penrose pseudo-inverse), shape ``(V,)``.
 
     :math:`W^\top b` is the orthogonal projection of :math:`\mu` on the row space of :math:`W`, so
     :math:`b^\top W p = \mu^\top p` for all :math:`p` iff :math:`\mu` is in that row space (always,
     when :math:`W` has full column rank); it is then the minimum-norm such head.
+
+    Singular values of :math:`W` below ``rtol`` (default :data:`CLOSED_FORM_RTOL` :math:`=10^{-8}`) times the
+    largest are treated as zero, so that the answer does not depend on rounding (:func:`closed_form_solve`
+    explains the choice and also returns the rank used and the condition number).
     """
-    W = _matrix("W", W)
-    mu = _vector("mu", mu, W.shape[1], W)
-    return torch.linalg.pinv(W).T @ mu
+    return closed_form_solve(W, mu, rtol).b
 
 
 def head_realizes(W: Any, mu: Any, atol: float = 1e-9) -> bool:

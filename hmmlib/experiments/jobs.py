@@ -39,12 +39,12 @@ from ..lm.cache import pretrained_model
 from ..lm.device import default_device
 from ..lm.inputs import InputLayout
 from .presets import Preset
-from .records import ACCURACY_METRICS, SCHEMA_VERSION, register_figure_metrics, versions
+from .records import ACCURACY_METRICS, SCHEMA_VERSION, config_digest, register_figure_metrics, versions
 from .repro_presets import ReproGrid
-from .runners import closed_form_accuracy
+from .runners import closed_form_accuracy, closed_form_extra
 
 __all__ = ["FIGURES", "FigureSpec", "register_figure", "figure_specs", "all_figures", "FIG_B1_METHODS", "EXTRA_METHODS", "FIG_B3_METHODS", "IDEAL_METHODS", "Job", "Unit",
-           "plan", "units", "run_unit"]
+           "plan", "units", "run_unit", "usable_device"]
 
 FIGURES = ("fig-b1", "fig-b3", "ideal")
 FIG_B1_METHODS = ("head", "head_paper", "prompt", "ideal_head", "ideal_head_adamw", "ideal_prompt")
@@ -268,7 +268,7 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
             else:  # closed_form: b = (W^+)^T mu
                 res = {k: {"accuracy": closed_form_accuracy(hmm, task, ds), "majority_rate": ds.majority_rate}
                        for k, ds in splits.items()}
-                met = _metrics(res, trainable=0, total=n_total, pos0_tv=None, extra={})
+                met = _metrics(res, trainable=0, total=n_total, pos0_tv=None, extra=closed_form_extra(hmm, task))
         else:
             if model is None:
                 res_pt, pos0, pre_cfg = _pretrained(hmm, preset, s, cache, device)
@@ -365,16 +365,37 @@ def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
     return out, pre[0], pre[1]
 
 
+def usable_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device ``device`` names (default :func:`hmmlib.lm.device.default_device`), after checking
+    that this machine has it: CUDA asked for without a usable GPU is a ``ValueError`` (a record must not say
+    ``cuda`` for jobs that ran on the CPU)."""
+    try:
+        dev = torch.device(device) if device is not None else default_device()
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r} is not a torch device ({e}); use 'cpu' or 'cuda'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} was asked for (--device or HMMBOOK_DEVICE), but torch finds no CUDA "
+                         f"GPU on this machine; run on the CPU with --device cpu (or HMMBOOK_DEVICE=cpu).")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"use cuda:0..cuda:{torch.cuda.device_count() - 1} or --device cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(dev)!r}: the pipeline runs on 'cpu' or 'cuda'.")
+    return dev
+
+
 def run_unit(unit: Unit, preset: Preset, grid: ReproGrid, *, cache: str | None = None, threads: int | None = 1,
              device: str | None = None) -> list[dict]:
     """Run every method of ``unit`` and return one record per method (see :mod:`hmmlib.experiments.records`).
 
     ``threads`` fixes torch's intra-op threads (1 by default: one job per core, and results that do not
     depend on the thread count); ``cache`` is the pretrained-model cache folder (default:
-    :func:`hmmlib.lm.cache.cache_dir`)."""
+    :func:`hmmlib.lm.cache.cache_dir`). The record's ``device`` is the one the job ran on: ``device`` for
+    trained models (refused by :func:`usable_device` when this machine lacks it), ``cpu`` for the ideal
+    model (exact inference on the HMM, which lives on the CPU)."""
     if threads is not None:
         torch.set_num_threads(int(threads))
-    dev = torch.device(device) if device is not None else default_device()
+    dev = usable_device(device)
     t0 = time.perf_counter()
     specs = figure_specs()
     if unit.figure in specs:
@@ -388,10 +409,12 @@ def run_unit(unit: Unit, preset: Preset, grid: ReproGrid, *, cache: str | None =
     recs = []
     for m, met, cfg, seeds, dt, cpu in rows:
         job = Job(unit.figure, unit.num_states, unit.seed, m, preset.name)
-        recs.append({"schema": SCHEMA_VERSION, "id": job.id, "figure": unit.figure, "preset": preset.name,
-                     "num_states": unit.num_states, "seed": unit.seed, "method": m, "model": job.model,
-                     "metrics": met, "configs": {**cfg, "grid": grid.to_dict()}, "seeds": seeds,
-                     "timing": {"job_s": max(0.0, dt), "job_cpu_s": max(0.0, cpu), "unit_s": total,
-                                "pretrain_s": pre_s, "pretrain_cpu_s": pre_cpu},
-                     "device": str(dev.type), "host": host, "versions": ver})
+        rec = {"schema": SCHEMA_VERSION, "id": job.id, "figure": unit.figure, "preset": preset.name,
+               "num_states": unit.num_states, "seed": unit.seed, "method": m, "model": job.model,
+               "metrics": met, "configs": {**cfg, "grid": grid.to_dict()}, "seeds": seeds,
+               "timing": {"job_s": max(0.0, dt), "job_cpu_s": max(0.0, cpu), "unit_s": total,
+                          "pretrain_s": pre_s, "pretrain_cpu_s": pre_cpu},
+               "device": "cpu" if job.model == "ideal" else str(dev.type), "host": host, "versions": ver}
+        rec["config_sha256"] = config_digest(rec)
+        recs.append(rec)
     return recs

@@ -1,12 +1,22 @@
 """The resumable results pipeline: plan a figure's jobs, skip the finished ones, run the rest on a
-local process pool or a Ray cluster, and append one validated record per finished job.
+local process pool or a Ray cluster, append one validated record per finished job, and verify that
+committed records regenerate.
 
-* :func:`run` is idempotent: jobs whose record is already in ``results/<preset>/<figure>.jsonl`` are
-  skipped, so a rerun of a finished grid does nothing and a run killed halfway resumes where it stopped.
-  Records are written by this process only (workers return them), one flushed line each; when the
-  grid is complete the file is rewritten sorted by job id (:func:`hmmlib.experiments.records.compact`).
+* :func:`run` is idempotent: jobs whose record is already in their own file
+  ``results/<preset>/<figure>.jsonl`` are skipped, so a rerun of a finished grid does nothing and a run
+  killed halfway resumes where it stopped. It holds the lock of every file it writes (a second pipeline
+  is refused), writes records from this process only (workers return them), one flushed line each, and
+  rewrites a complete grid sorted by job id (:func:`hmmlib.experiments.records.compact`). A record is
+  replaced only when asked (``rerun``), and the result says which. Records for the repository's
+  ``results/repro/`` need a clean work tree (``force_dirty`` to override, recorded as ``git_clean: false``).
 * Every worker fixes torch to ``threads`` intra-op threads (default 1), so a job's numbers do not
-  depend on how many workers ran beside it, nor on whether it ran in a pool or on Ray.
+  depend on how many workers ran beside it, nor on whether it ran in a pool or on Ray. They do depend on
+  the CPU's kernel level (``versions.cpu_capability``: AVX2 and AVX-512 kernels round differently, and a
+  training run amplifies the last bit), so a record regenerates bit for bit on a machine of the same
+  kernel level; :func:`verify` says when the levels differ.
+* :func:`verify` re-runs committed records in a scratch folder (fresh pretraining) and lists every
+  metric and config digest that differs (:class:`Mismatch`); ``python -m hmmlib.experiments.reproduce
+  verify`` prints them and fails on one.
 * :func:`estimate` measures a pretraining and a tuning step of the preset's model on this machine and
   turns the plan into CPU (or GPU) hours.
 """
@@ -14,21 +24,25 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import sys
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .jobs import Job, Unit, plan, run_unit, units
+from .jobs import Job, Unit, all_figures, plan, run_unit, units, usable_device
 from .presets import Preset
-from .records import append_record, compact, load_records
+from .records import append_record, compact, config_digest, git_state, load_records, locked, replace_records
 from .repro_presets import ReproGrid, resolve_preset
 
-__all__ = ["results_path", "status", "describe_plan", "measure_step_times", "run", "estimate", "Estimate", "DEFAULT_RESULTS"]
+__all__ = ["results_path", "status", "describe_plan", "measure_step_times", "run", "estimate", "Estimate", "DEFAULT_RESULTS",
+           "verify", "Mismatch", "compare_records", "select_for_verify", "format_mismatches", "dirty_refusal"]
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -39,13 +53,37 @@ def results_path(results: str | os.PathLike, preset: str, figure: str) -> Path:
 
 
 def status(jobs: list[Job], results: str | os.PathLike) -> tuple[list[Job], list[Job]]:
-    """``(done, pending)``: the jobs with a record under ``results``, and the others."""
-    have: set[str] = set()
-    for fig in sorted({j.figure for j in jobs}):
-        for p in sorted({j.preset for j in jobs}):
-            have |= {r["id"] for r in load_records(results_path(results, p, fig))}
-    done = [j for j in jobs if j.id in have]
-    return done, [j for j in jobs if j.id not in have]
+    """``(done, pending)``: the jobs whose record is in their own file
+    (``<results>/<preset>/<figure>.jsonl``), and the others. Each file is read with
+    :func:`~hmmlib.experiments.records.load_records`, which refuses a record of another figure or preset
+    and two different records of one job, so a record in the wrong file is an error, not a job done."""
+    have: dict[tuple[str, str], set[str]] = {}
+    for fig, p in sorted({(j.figure, j.preset) for j in jobs}):
+        have[fig, p] = {r["id"] for r in load_records(results_path(results, p, fig), figure=fig, preset=p)}
+    done = [j for j in jobs if j.id in have[j.figure, j.preset]]
+    return done, [j for j in jobs if j.id not in have[j.figure, j.preset]]
+
+
+def _check_results(results: str | os.PathLike) -> Path:
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--results {str(results)!r} is a file; it must be a folder (records go to "
+                         f"<results>/<preset>/<figure>.jsonl).")
+    return path
+
+
+def dirty_refusal(preset_name: str, results: str | os.PathLike) -> str | None:
+    """Why records of ``preset_name`` may not be written to ``results`` from this work tree, or ``None``:
+    the committed ``results/repro/`` records must come from a clean tree (:func:`~hmmlib.experiments.records.git_state`)."""
+    if preset_name != "repro" or Path(results).resolve() != DEFAULT_RESULTS.resolve():
+        return None
+    commit, clean, changed = git_state()
+    if clean is False:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        return (f"the work tree has uncommitted changes ({shown}); records in {DEFAULT_RESULTS / 'repro'} must say "
+                f"which commit produced them. Commit first, or pass --force-dirty (force_dirty=True) to record "
+                f"git_clean: false.")
+    return None
 
 
 def _progress(total: int, enabled: bool | None):
@@ -107,7 +145,8 @@ def run(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None = No
         results: str | os.PathLike = DEFAULT_RESULTS, workers: int = 1, ray: str | None = None,
         cache: str | os.PathLike | None = None, threads: int = 1, device: str | None = None,
         progress: bool | None = None, max_units: int | None = None,
-        only: Callable[[Job], bool] | None = None) -> dict[str, Any]:
+        only: Callable[[Job], bool] | None = None, rerun: Callable[[Job], bool] | None = None,
+        force_dirty: bool = False) -> dict[str, Any]:
     """Run the pending jobs of ``figure`` at ``preset`` and append their records under ``results``.
 
     Args:
@@ -116,48 +155,189 @@ def run(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None = No
             ``"local"`` for a fresh local instance) the jobs go to Ray instead, one GPU each where the
             cluster has GPUs.
         cache: the pretrained-model cache folder; threads: torch threads per job.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA if available); a device this machine lacks is a
+            ``ValueError`` (:func:`~hmmlib.experiments.jobs.usable_device`).
         max_units: stop after this many units (jobs sharing a model), e.g. to run a grid in slices.
         only: run only the jobs for which this returns True.
+        rerun: run again the finished jobs for which this returns True and *replace* their records
+            (the only way a record is overwritten; the returned ``replaced`` lists them).
+        force_dirty: allow writing ``results/repro/`` from a work tree with uncommitted changes.
 
-    Returns ``{"planned", "done_before", "ran", "records": path per figure, "seconds"}``.
+    The run holds the lock of every record file it writes (:func:`~hmmlib.experiments.records.locked`):
+    a second pipeline on the same files gets a ``RecordsBusyError``.
+
+    Returns ``{"planned", "done_before", "ran", "replaced", "records": path per figure, "seconds"}``.
     """
+    if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < 0):
+        raise ValueError(f"max_units must be a whole number >= 0 (or None for all); got {max_units!r}.")
+    if not isinstance(workers, int) or workers < 1 or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"workers and threads must be whole numbers >= 1; got {workers!r} and {threads!r}.")
+    _check_results(results)
+    usable_device(device)
     p, g = resolve_preset(preset, grid)
+    why = dirty_refusal(p.name, results)
+    if why and not force_dirty:
+        raise ValueError(why)
     jobs = plan(figure, p, g)
     if only is not None:
         jobs = [j for j in jobs if only(j)]
-    done, pending = status(jobs, results)
-    todo = units(pending)
-    if max_units is not None:
-        todo = todo[:max_units]
-    bar = _progress(sum(len(u.methods) for u in todo), progress)
-    t0, ran = time.perf_counter(), 0
-    cache = None if cache is None else str(cache)
+    files = sorted({results_path(results, j.preset, j.figure) for j in jobs})
+    with ExitStack() as stack:
+        for f in files:
+            stack.enter_context(locked(f))
+        done, pending = status(jobs, results)
+        again = {j.id for j in done if rerun is not None and rerun(j)}
+        todo = units(pending + [j for j in done if j.id in again])
+        if max_units is not None:
+            todo = todo[:max_units]
+        bar = _progress(sum(len(u.methods) for u in todo), progress)
+        t0, ran, replaced = time.perf_counter(), 0, []
+        cache = None if cache is None else str(cache)
 
-    def on_done(recs: list[dict]) -> None:
-        nonlocal ran
-        for r in recs:
-            append_record(results_path(results, r["preset"], r["figure"]), r)
-            ran += 1
-        if bar is not None:
-            bar.update(len(recs))
+        def on_done(recs: list[dict]) -> None:
+            nonlocal ran
+            for r in recs:
+                path = results_path(results, r["preset"], r["figure"])
+                if r["id"] in again:
+                    replaced.extend(replace_records(path, [r]))
+                else:
+                    append_record(path, r)
+                ran += 1
+            if bar is not None:
+                bar.update(len(recs))
 
-    try:
-        if ray:
-            _run_ray(todo, p, g, ray, cache, threads, device, workers, on_done)
-        else:
-            _run_local(todo, p, g, workers, cache, threads, device, on_done)
-    finally:
-        if bar is not None:
-            bar.close()
-    paths = {}
-    for fig in sorted({j.figure for j in jobs}):
+        try:
+            if ray:
+                _run_ray(todo, p, g, ray, cache, threads, device, workers, on_done)
+            else:
+                _run_local(todo, p, g, workers, cache, threads, device, on_done)
+        finally:
+            if bar is not None:
+                bar.close()
+        paths = {}
+        for fig in sorted({j.figure for j in jobs}):
+            path = results_path(results, p.name, fig)
+            paths[fig] = str(path)
+            fig_jobs = [j for j in jobs if j.figure == fig]
+            if path.exists() and not status(fig_jobs, results)[1]:
+                compact(path)
+    return {"planned": len(jobs), "done_before": len(done), "ran": ran, "replaced": sorted(replaced),
+            "records": paths, "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- verify
+@dataclass(frozen=True)
+class Mismatch:
+    """A committed record that the code does not regenerate: ``field`` (a metric as ``metrics.a.b``,
+    ``config_sha256``, or ``record`` when the job is missing) with its ``committed`` and ``regenerated`` values."""
+
+    id: str
+    field: str
+    committed: Any
+    regenerated: Any
+
+
+def _flat(d: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}"))
+    return out
+
+
+def compare_records(committed: dict, regenerated: dict) -> list[Mismatch]:
+    """Every metric (exactly, nested ``extra`` included) and the config digest
+    (:func:`~hmmlib.experiments.records.config_digest`) of two records of one job; where they differ,
+    also the commit, CPU kernel level and torch version when those differ (possible causes)."""
+    out = []
+    a, b = _flat(committed["metrics"], "metrics"), _flat(regenerated["metrics"], "metrics")
+    missing = object()
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, missing), b.get(k, missing)
+        if va is missing or vb is missing or va != vb:
+            out.append(Mismatch(committed["id"], k, None if va is missing else va, None if vb is missing else vb))
+    da, db = config_digest(committed), config_digest(regenerated)
+    if da != db:
+        out.append(Mismatch(committed["id"], "config_sha256", da[:12], db[:12]))
+    if out:  # what may explain it: another commit, or CPU kernels that round differently
+        for k in ("git_commit", "cpu_capability", "torch"):
+            va, vb = committed["versions"].get(k), regenerated["versions"].get(k)
+            if va is not None and va != vb:
+                out.append(Mismatch(committed["id"], f"versions.{k}", va, vb))
+    return out
+
+
+def select_for_verify(records: list[dict], *, jobs: int | None = None, sample_seed: int = 0,
+                      ids: list[str] | None = None) -> list[dict]:
+    """Which committed ``records`` :func:`verify` re-runs: those of ``ids``; else, with ``jobs``, a random
+    sample of ``jobs`` per method drawn with ``random.Random(sample_seed)``; else all."""
+    by_id = {r["id"]: r for r in records}
+    if ids:
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise ValueError(f"no committed record has id {unknown[0]!r} ({len(unknown)} unknown); ids look like "
+                             f"{next(iter(by_id), 'fig-b1/ci/K04/s00/head')!r}.")
+        return [by_id[i] for i in sorted(set(ids))]
+    if jobs is None:
+        return sorted(records, key=lambda r: r["id"])
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs (records per method to verify) must be a whole number >= 1; got {jobs!r}.")
+    rng = random.Random(sample_seed)
+    out = []
+    for m in sorted({r["method"] for r in records}):
+        mine = sorted((r for r in records if r["method"] == m), key=lambda r: r["id"])
+        out += rng.sample(mine, min(jobs, len(mine)))
+    return sorted(out, key=lambda r: r["id"])
+
+
+def verify(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None = None,
+           results: str | os.PathLike = DEFAULT_RESULTS, jobs: int | None = None, sample_seed: int = 0,
+           ids: list[str] | None = None, workers: int = 1, cache: str | os.PathLike | None = None,
+           threads: int = 1, device: str | None = None, progress: bool | None = False) -> list[Mismatch]:
+    """Re-run committed records of ``figure`` at ``preset`` (all, a sample of ``jobs`` per method, or ``ids``:
+    :func:`select_for_verify`) in a scratch folder and compare them with :func:`compare_records`.
+
+    Returns the mismatches (``[]``: every selected record regenerates exactly). The committed files are
+    only read. A record whose job is no longer in the plan is a mismatch of field ``record``. Models are
+    pretrained again in the scratch folder unless ``cache`` is given (a cached model would be trusted,
+    not verified)."""
+    p, g = resolve_preset(preset, grid)
+    figs = all_figures() if figure == "all" else ("fig-b1" if figure == "fig-b2" else figure,)
+    out: list[Mismatch] = []
+    for fig in figs:
         path = results_path(results, p.name, fig)
-        paths[fig] = str(path)
-        fig_jobs = [j for j in jobs if j.figure == fig]
-        if path.exists() and not status(fig_jobs, results)[1]:
-            compact(path)
-    return {"planned": len(jobs), "done_before": len(done), "ran": ran, "records": paths,
-            "seconds": time.perf_counter() - t0}
+        if not path.exists():
+            if figure == "all":
+                continue
+            raise ValueError(f"no committed records at {path}; nothing to verify.")
+        chosen = select_for_verify(load_records(path, figure=fig, preset=p.name), jobs=jobs, sample_seed=sample_seed,
+                                   ids=ids)
+        planned = {j.id for j in plan(fig, p, g)}
+        for r in chosen:
+            if r["id"] not in planned:
+                out.append(Mismatch(r["id"], "record", "committed", "not in the current plan"))
+        want = {r["id"] for r in chosen if r["id"] in planned}
+        if not want:
+            continue
+        with tempfile.TemporaryDirectory(prefix="hmmbook-verify-") as tmp:
+            run(fig, p, grid=g, results=tmp, workers=workers, cache=cache if cache is not None else Path(tmp) / "cache",
+                threads=threads, device=device, progress=progress, only=lambda j: j.id in want)
+            fresh = {r["id"]: r for r in load_records(results_path(tmp, p.name, fig))}
+        for r in chosen:
+            if r["id"] in want:
+                out += compare_records(r, fresh[r["id"]])
+    return out
+
+
+def format_mismatches(mismatches: list[Mismatch]) -> str:
+    """A table of ``mismatches``: id, field, committed value, regenerated value."""
+    if not mismatches:
+        return "every record regenerates exactly."
+    rows = [("id", "field", "committed", "regenerated")] + [(m.id, m.field, repr(m.committed), repr(m.regenerated))
+                                                           for m in mismatches]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows)
 
 
 # --------------------------------------------------------------------------- cost estimates

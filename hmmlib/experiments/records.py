@@ -1,26 +1,47 @@
 """Result records of the reproduction pipeline: one JSON line per finished job, checked against a schema.
 
 A record holds the metrics of one (figure, size, seed, method) cell, the full configs and seeds that
-produced it, and where and with what it ran. Files are append-only JSON lines
-(``results/<preset>/<figure>.jsonl``); a line cut short by a killed run is dropped when the file is
-next opened, and a finished grid is rewritten sorted by job id (:func:`compact`), so a run killed
-halfway and restarted ends with the same file as an uninterrupted one, up to the fields in
-:data:`VOLATILE` (wall times, host).
+produced it, a digest of them (``config_sha256``, :func:`config_digest`), and where and with what it
+ran (``versions``: the git commit and whether the work tree was clean, library versions, torch's thread
+count and CPU kernel level; ``device``: the device actually used). Files (``results/<preset>/<figure>.jsonl``)
+cannot lose or hide records:
+
+* one writer at a time (:func:`locked`, a file lock); appends are flushed lines, rewrites atomic
+  (:func:`write_records`: a unique temporary file, then a rename);
+* a last line without its newline is kept when it is a complete record, and only a last line that is
+  not JSON counts as an interrupted write (dropped by the next append);
+* :func:`load_records` refuses, naming the file and line, a record of another figure or preset than its
+  file and two different records of one job (identical copies are read once);
+* a finished grid is rewritten sorted by job id (:func:`compact`), so a run killed halfway and restarted
+  ends with the same file as an uninterrupted one, up to the fields in :data:`VOLATILE` (wall times,
+  host); a record is replaced only explicitly (:func:`replace_records`, ``reproduce --rerun``).
+
+Records of schema 1 written before these fields existed stay valid: ``config_sha256`` and the new
+``versions`` keys are optional.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import platform
 import subprocess
 import sys
 import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 __all__ = ["SCHEMA_VERSION", "RECORD_SCHEMA", "VOLATILE", "ACCURACY_METRICS", "FIGURE_METRICS", "register_figure_metrics",
-           "validate_record", "append_record", "load_records", "compact", "versions", "stable_view"]
+           "validate_record", "append_record", "load_records", "write_records", "replace_records", "compact", "locked",
+           "RecordsBusyError", "versions", "git_state", "config_digest", "stable_view"]
 
 SCHEMA_VERSION = 1
 
@@ -73,7 +94,10 @@ RECORD_SCHEMA: dict[str, Any] = {
         "timing": {"type": "object", "required": ["job_s"], "properties": {"job_s": {"type": "number", "minimum": 0}}},
         "device": {"type": "string"},
         "host": {"type": "string"},
-        "versions": {"type": "object", "required": ["hmmlib", "git_commit", "torch", "python"]},
+        "versions": {"type": "object", "required": ["hmmlib", "git_commit", "torch", "python"],
+                     "properties": {"git_clean": {"type": ["boolean", "null"]}, "torch_threads": {"type": "integer"},
+                                    "cpu_capability": {"type": "string"}}},
+        "config_sha256": {"type": "string"},  # optional (records written before it existed lack it)
     },
 }
 
@@ -128,19 +152,76 @@ def validate_record(record: Any) -> dict:
     return record
 
 
+class RecordsBusyError(RuntimeError):
+    """Another process holds the lock of a record file (:func:`locked`)."""
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the writer's lock of the record file ``path`` (an exclusive ``fcntl.flock`` on ``<path>.lock``).
+
+    Only one pipeline at a time may append to or rewrite a record file; a second one gets a
+    :class:`RecordsBusyError` at once instead of duplicating work or racing a rewrite. The lock file stays
+    (removing it would let two writers lock two different files); it is ignored by git. Where ``fcntl`` is
+    missing (Windows) no lock is taken.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - Windows
+        yield path
+        return
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecordsBusyError(f"{path} is being written by another pipeline (it holds {lock}); wait for it "
+                                   f"to finish, or write elsewhere with --results.") from None
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lines(path: Path) -> tuple[list[str], bool]:
+    """The lines of ``path`` and whether its last line is an interrupted write: a last line without its
+    newline that is not valid JSON (a complete record that only lacks the newline is kept)."""
+    text = path.read_text(encoding="utf-8")
+    if not text:
+        return [], False
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+        return lines, False
+    try:
+        json.loads(lines[-1])
+        return lines, False
+    except json.JSONDecodeError:
+        return lines[:-1], True
+
+
 def _repair(path: Path) -> None:
-    """Drop a last line cut short by a killed writer (no trailing newline)."""
+    """Before appending: drop a last line cut short by a killed writer (no newline, not JSON), or add the
+    newline a complete last record lacks."""
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:].decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         warnings.warn(f"{path}: dropping an incomplete last line ({len(data) - cut} bytes) left by an interrupted run.",
                       stacklevel=3)
         with open(path, "r+b") as f:
             f.truncate(cut)
+        return
+    with open(path, "ab") as f:  # a complete record without its newline: keep it
+        f.write(b"\n")
 
 
 def append_record(path: str | os.PathLike, record: dict) -> None:
-    """Validate ``record`` and append it as one line, flushed to disk before returning."""
+    """Validate ``record`` and append it as one line, flushed to disk before returning (the caller holds
+    :func:`locked` when other writers may exist; :func:`hmmlib.experiments.pipeline.run` does)."""
     validate_record(record)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,40 +234,95 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def load_records(path: str | os.PathLike, *, validate: bool = True) -> list[dict]:
-    """The records in ``path`` (``[]`` if it does not exist), sorted by id; an incomplete last
-    line is ignored. If a job id occurs twice, the first record wins."""
+def _expected(path: Path, figure: str | None, preset: str | None) -> tuple[str | None, str | None]:
+    """The figure and preset a file's records must have: given, or read from ``<preset>/<figure>.jsonl``."""
+    if figure is None and path.suffix == ".jsonl" and path.stem in FIGURE_METRICS:
+        figure = path.stem
+        preset = preset if preset is not None else path.parent.name
+    return figure, preset
+
+
+def load_records(path: str | os.PathLike, *, validate: bool = True, figure: str | None = None,
+                 preset: str | None = None) -> list[dict]:
+    """The records in ``path`` (``[]`` if it does not exist), sorted by id.
+
+    Refused with a ``ValueError`` naming the file and line: a line that is not JSON (except an interrupted
+    last write: a last line without newline that is not JSON, ignored here and dropped by the next
+    append), a record that fails :func:`validate_record`, a record of another figure or preset than the
+    file's (``figure``/``preset``, by default read from the path ``<preset>/<figure>.jsonl`` when its stem
+    is a figure), and two records with the same id that differ outside :data:`VOLATILE` (naming both
+    lines). Identical duplicates are read once.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    elif lines:
-        lines.pop()  # no trailing newline: the writer was killed mid-line
-    out: dict[str, dict] = {}
-    for i, line in enumerate(lines):
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a record file (<results>/<preset>/<figure>.jsonl).")
+    figure, preset = _expected(path, figure, preset)
+    lines, _ = _lines(path)
+    out: dict[str, tuple[int, dict]] = {}
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(f"{path}, line {i}, is blank; remove that line (a record file has one JSON record "
+                             f"per line).")
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}); remove that line and rerun the grid.") from None
+            raise ValueError(f"{path}, line {i}, is not JSON ({e}); remove that line and rerun the grid.") from None
         if validate:
             try:
                 validate_record(rec)
             except ValueError as e:
-                raise ValueError(f"{path}, line {i + 1}: {e}") from None
-        out.setdefault(rec["id"], rec)
-    return [out[k] for k in sorted(out)]
+                raise ValueError(f"{path}, line {i}: {e}") from None
+        elif not isinstance(rec, dict) or "id" not in rec:
+            raise ValueError(f"{path}, line {i}, is not a record (a JSON object with an id).")
+        for field, want in (("figure", figure), ("preset", preset)):
+            if want is not None and rec.get(field) != want:
+                raise ValueError(f"{path}, line {i}: record {rec.get('id')!r} has {field} {rec.get(field)!r}, but this "
+                                 f"file holds {field} {want!r}; move the line to the file of its own figure and preset.")
+        if rec["id"] in out:
+            j, first = out[rec["id"]]
+            if stable_view(first) != stable_view(rec):
+                raise ValueError(f"{path}: lines {j} and {i} are two different records of job {rec['id']!r}; keep the "
+                                 f"right one and delete the other (or delete both and rerun the job).")
+            continue
+        out[rec["id"]] = (i, rec)
+    return [out[k][1] for k in sorted(out)]
+
+
+def write_records(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace ``path`` by ``records``, sorted by id, atomically: a uniquely named temporary file in the same
+    folder, flushed to disk, then renamed over ``path`` (a reader sees the old file or the new one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recs = sorted(records, key=lambda r: r["id"])
+    for r in recs:
+        validate_record(r)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in recs))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def compact(path: str | os.PathLike) -> None:
-    """Rewrite ``path`` with its records sorted by id, one per id (atomically: a new file then a rename)."""
-    path = Path(path)
-    recs = load_records(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in recs), encoding="utf-8")
-    os.replace(tmp, path)
+    """Rewrite ``path`` with its records sorted by id, one per id (:func:`write_records`)."""
+    write_records(path, load_records(path))
+
+
+def replace_records(path: str | os.PathLike, records: list[dict]) -> list[str]:
+    """Put ``records`` in ``path`` in place of the records with the same ids (appending the new ones);
+    returns the ids replaced. The explicit way to overwrite a record (``reproduce --rerun``)."""
+    have = {r["id"]: r for r in load_records(path)}
+    replaced = sorted(r["id"] for r in records if r["id"] in have)
+    have.update({r["id"]: r for r in records})
+    write_records(path, list(have.values()))
+    return replaced
 
 
 def stable_view(record: dict) -> dict:
@@ -195,26 +331,44 @@ def stable_view(record: dict) -> dict:
 
 
 @lru_cache(maxsize=1)
-def _git_commit() -> str:
+def git_state() -> tuple[str, bool | None, tuple[str, ...]]:
+    """``(commit, clean, changed)`` of the repository holding this hmmlib: the HEAD commit (``"unknown"``
+    outside git), whether the work tree is clean, and the paths that are not (tracked changes and untracked
+    files anywhere in the repository except ``results/``, which the pipeline itself writes). ``clean`` is
+    ``None`` when git cannot tell."""
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() if out.returncode == 0 else ""
         if commit:
-            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "hmmlib"],
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
+            st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", ".", ":(exclude)results"],
+                                capture_output=True, text=True, timeout=30)
+            if st.returncode == 0:
+                changed = tuple(line[3:] for line in st.stdout.splitlines() if line.strip())
+                return commit, not changed, changed
+            return commit, None, ()
     except (OSError, subprocess.SubprocessError):
         pass
-    return "unknown"
+    return "unknown", None, ()
 
 
-def versions() -> dict[str, str]:
-    """hmmlib's version and git commit (``-dirty`` when hmmlib has uncommitted changes), torch's and Python's."""
+def config_digest(record: dict) -> str:
+    """sha256 of what determines a record's numbers: its id, full ``configs`` and ``seeds`` (canonical JSON)."""
+    key = {"id": record["id"], "configs": record.get("configs"), "seeds": record.get("seeds")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def versions() -> dict[str, Any]:
+    """What the record was computed with: hmmlib's version, the git commit and whether the repository's work
+    tree was clean (:func:`git_state`), torch's, numpy's and Python's versions, the platform, torch's
+    intra-op thread count and CPU kernel level (``torch.backends.cpu.get_cpu_capability()``: ``AVX512``,
+    ``AVX2``, ... which changes float rounding, see :mod:`hmmlib.experiments.pipeline`)."""
+    import numpy
     import torch
 
     from .. import __version__
 
-    return {"hmmlib": __version__, "git_commit": _git_commit(), "torch": torch.__version__,
-            "python": platform.python_version(), "numpy": __import__("numpy").__version__,
-            "platform": sys.platform}
+    commit, clean, _ = git_state()
+    return {"hmmlib": __version__, "git_commit": commit, "git_clean": clean, "torch": torch.__version__,
+            "python": platform.python_version(), "numpy": numpy.__version__, "platform": sys.platform,
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}

@@ -7,7 +7,7 @@ import torch
 
 from ..adapt.api import tune_and_evaluate
 from ..adapt.tasks import paper_task_and_splits, sub_seed
-from ..adapt.theory import closed_form_head
+from ..adapt.theory import closed_form_head, closed_form_solve
 from ..hmm.generators import paper_hmm
 from ..hmm.model import HMM
 from ..lm.cache import pretrained_model
@@ -15,7 +15,7 @@ from ..lm.pretrain import Pretrained
 from .presets import Preset
 
 __all__ = ["pretrained_for", "SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "PAPER_FIG_A1", "TuningRow",
-           "ideal_tuning_sweep",
+           "ideal_tuning_sweep", "closed_form_accuracy", "closed_form_extra",
            "transformer_tuning_sweep", "summarize"]
 
 
@@ -87,9 +87,31 @@ class TuningRow:
 
 
 def closed_form_accuracy(hmm, task, ds) -> float:
-    """Test accuracy of the closed-form head :math:`b = (W^+)^\\top\\mu` on ``ds``: :math:`\\mathbb 1[b^\\top G(x) \\ge 0]`."""
+    r"""Test accuracy of the closed-form head :math:`b = (W^+)^\top\mu` on ``ds``: :math:`\mathbb 1[b^\top G(x) \ge 0]`.
+
+    :math:`W^+` keeps the singular values of :math:`W` above :math:`10^{-8}\sigma_{\max}(W)`
+    (:data:`hmmlib.adapt.theory.CLOSED_FORM_RTOL`; :func:`hmmlib.adapt.theory.closed_form_solve` says why),
+    so the accuracy is a function of :math:`W`, :math:`\mu` and the data, not of the rounding of a
+    :math:`10^{12}`-sized head; :func:`closed_form_extra` says what was dropped."""
     b = closed_form_head(hmm.W, task.mu)
     return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
+
+
+def closed_form_extra(hmm, task) -> dict:
+    r"""What a record of the closed-form head says about its solve: ``rank`` (singular values kept),
+    ``dropped`` (set to zero), ``condition_number`` of :math:`W` (2 significant digits, ``None`` when
+    infinite, e.g. :math:`K > V`), ``rtol``, ``mu_residual`` (:math:`\|W^\top b-\mu\|/\|\mu\|`, 2 significant
+    digits; 0 below :math:`10^{-10}`, i.e. rounding) and, when singular values were dropped, a ``note`` that the head realises only part of :math:`\mu`."""
+    cf = closed_form_solve(hmm.W, task.mu)
+    cond = float(f"{cf.condition_number:.1e}") if cf.condition_number != float("inf") else None
+    out = {"rank": cf.rank, "dropped": cf.dropped, "condition_number": cond, "rtol": cf.rtol,
+           "mu_residual": float(f"{cf.residual:.1e}") if cf.residual > 1e-10 else 0.0}  # below: rounding
+    if cf.dropped:
+        out["note"] = (f"W has {cf.dropped} singular value(s) below rtol * sigma_max (condition number "
+                       f"{'inf' if cond is None else f'{cond:.1e}'}): too ill-conditioned for W^+ to be computed "
+                       f"meaningfully, so they count as zero and the head realises mu only up to a relative "
+                       f"residual {cf.residual:.1e}.")
+    return out
 
 
 def ideal_tuning_sweep(preset: Preset, methods: tuple[str, ...] = ("head", "prompt"), *,
