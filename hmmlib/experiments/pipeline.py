@@ -261,7 +261,7 @@ def compare_records(committed: dict, regenerated: dict) -> list[Mismatch]:
     if da != db:
         out.append(Mismatch(committed["id"], "config_sha256", da[:12], db[:12]))
     if out:  # what may explain it: another commit, or CPU kernels that round differently
-        for k in ("git_commit", "cpu_capability", "torch"):
+        for k in ("git_commit", "cpu", "cpu_capability", "torch"):
             va, vb = committed["versions"].get(k), regenerated["versions"].get(k)
             if va is not None and va != vb:
                 out.append(Mismatch(committed["id"], f"versions.{k}", va, vb))

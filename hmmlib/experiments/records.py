@@ -96,7 +96,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "host": {"type": "string"},
         "versions": {"type": "object", "required": ["hmmlib", "git_commit", "torch", "python"],
                      "properties": {"git_clean": {"type": ["boolean", "null"]}, "torch_threads": {"type": "integer"},
-                                    "cpu_capability": {"type": "string"}}},
+                                    "cpu_capability": {"type": "string"}, "cpu": {"type": "string"}}},
         "config_sha256": {"type": "string"},  # optional (records written before it existed lack it)
     },
 }
@@ -358,11 +358,23 @@ def config_digest(record: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`), ``""`` if unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def versions() -> dict[str, Any]:
     """What the record was computed with: hmmlib's version, the git commit and whether the repository's work
     tree was clean (:func:`git_state`), torch's, numpy's and Python's versions, the platform, torch's
-    intra-op thread count and CPU kernel level (``torch.backends.cpu.get_cpu_capability()``: ``AVX512``,
-    ``AVX2``, ... which changes float rounding, see :mod:`hmmlib.experiments.pipeline`)."""
+    intra-op thread count, the CPU model and torch's CPU kernel level (``torch.backends.cpu.get_cpu_capability()``:
+    ``AVX512``, ``AVX2``, ...): float rounding depends on them, see :mod:`hmmlib.experiments.pipeline`."""
     import numpy
     import torch
 
@@ -371,4 +383,5 @@ def versions() -> dict[str, Any]:
     commit, clean, _ = git_state()
     return {"hmmlib": __version__, "git_commit": commit, "git_clean": clean, "torch": torch.__version__,
             "python": platform.python_version(), "numpy": numpy.__version__, "platform": sys.platform,
-            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model()}
