@@ -112,6 +112,20 @@ def test_E7_cuda_without_a_gpu_is_refused(tmp_path, capsys):
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_E6_cuda_from_the_environment_is_refused_in_a_dry_run(tmp_path, monkeypatch, capsys):
+    from hmmlib.lm.device import default_device
+
+    monkeypatch.setenv("HMMBOOK_DEVICE", "cuda")
+    default_device.cache_clear()
+    try:
+        assert main(["ideal", "--preset", "ci", "--results", str(tmp_path), "--dry-run"]) == 2
+    finally:
+        monkeypatch.undo()
+        default_device.cache_clear()
+    assert "HMMBOOK_DEVICE=cpu" in capsys.readouterr().err
+
+
 def test_dirty_tree_is_refused_for_repro_records(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "DEFAULT_RESULTS", tmp_path)
     monkeypatch.setattr(pipeline, "git_state", lambda: ("abc", False, ("hmmlib/x.py",)))

@@ -22,6 +22,7 @@ committed records regenerate.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
@@ -38,7 +39,8 @@ import torch
 
 from .jobs import Job, Unit, all_figures, plan, run_unit, units, usable_device
 from .presets import Preset
-from .records import append_record, compact, config_digest, git_state, load_records, locked, replace_records
+from .records import (GIT_STATE_ENV, append_record, compact, config_digest, git_state, load_records, locked,
+                      replace_records)
 from .repro_presets import ReproGrid, resolve_preset
 
 __all__ = ["results_path", "status", "describe_plan", "measure_step_times", "run", "estimate", "Estimate", "DEFAULT_RESULTS",
@@ -196,7 +198,9 @@ def run(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None = No
 
         def on_done(recs: list[dict]) -> None:
             nonlocal ran
+            commit, clean, _ = git_state()
             for r in recs:
+                r["versions"].update(git_commit=commit, git_clean=clean)  # e.g. from a Ray worker elsewhere
                 path = results_path(results, r["preset"], r["figure"])
                 if r["id"] in again:
                     replaced.extend(replace_records(path, [r]))
@@ -206,12 +210,18 @@ def run(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None = No
             if bar is not None:
                 bar.update(len(recs))
 
+        before = os.environ.get(GIT_STATE_ENV)
+        os.environ[GIT_STATE_ENV] = json.dumps(git_state())  # workers record the tree this run started from
         try:
             if ray:
                 _run_ray(todo, p, g, ray, cache, threads, device, workers, on_done)
             else:
                 _run_local(todo, p, g, workers, cache, threads, device, on_done)
         finally:
+            if before is None:
+                os.environ.pop(GIT_STATE_ENV, None)
+            else:
+                os.environ[GIT_STATE_ENV] = before
             if bar is not None:
                 bar.close()
         paths = {}
@@ -374,12 +384,11 @@ def _time_steps(fn: Callable[[], None], repeats: int = 3, cpu: bool = True) -> f
 def measure_step_times(preset: Preset, device: str | None = None, threads: int = 1) -> tuple[float, float]:
     """Seconds per pretraining step and per prompt-tuning step (forward and backward through the frozen
     model) of ``preset``'s masked LM, measured on ``device`` with ``threads`` torch threads."""
-    from ..lm.device import default_device
     from ..lm.pretrain import make_optimizer, mask_tokens, mlm_loss
     from ..lm.transformer import Transformer
 
     torch.set_num_threads(threads)
-    dev = torch.device(device) if device else default_device()
+    dev = usable_device(device)
     mcfg, tcfg = preset.pretrain.configs(10, "mlm")
     pc = preset.tuning.tune_config("prompt", "transformer")
     g = torch.Generator(device=dev).manual_seed(0)
@@ -432,6 +441,7 @@ def estimate(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None
     10% for its evaluations; prompt, prefix and fine-tuning cost their steps at the measured tuning
     step; every job adds ``overhead_s`` (data, exact inference, converged heads)."""
     p, g = resolve_preset(preset, grid)
+    dev = str(usable_device(device))
     jobs = plan(figure, p, g)
     done, pending = status(jobs, results)
     t_pre, t_tune = step_times or measure_step_times(p, device)
@@ -443,7 +453,6 @@ def estimate(figure: str, preset: str | Preset = "ci", *, grid: ReproGrid | None
                       and any(m.startswith("vanilla") for m in trained) else 1)
     secs = n_pre * p.pretrain.train.num_steps * t_pre * 1.1
     secs += sum(_tune_steps(p, g, j.method) * t_tune + overhead_s for j in pending)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Estimate(len(jobs), len(done), n_pre, t_pre, t_tune, secs, dev)
 
 

@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["SCHEMA_VERSION", "RECORD_SCHEMA", "VOLATILE", "ACCURACY_METRICS", "FIGURE_METRICS", "register_figure_metrics",
            "validate_record", "append_record", "load_records", "write_records", "replace_records", "compact", "locked",
-           "RecordsBusyError", "versions", "git_state", "config_digest", "stable_view"]
+           "RecordsBusyError", "versions", "git_state", "GIT_STATE_ENV", "cpu_model", "config_digest", "stable_view"]
 
 SCHEMA_VERSION = 1
 
@@ -330,12 +330,21 @@ def stable_view(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in VOLATILE}
 
 
+#: Environment variable through which :func:`hmmlib.experiments.pipeline.run` hands its git state to workers.
+GIT_STATE_ENV = "HMMBOOK_GIT_STATE"
+
+
 @lru_cache(maxsize=1)
 def git_state() -> tuple[str, bool | None, tuple[str, ...]]:
     """``(commit, clean, changed)`` of the repository holding this hmmlib: the HEAD commit (``"unknown"``
     outside git), whether the work tree is clean, and the paths that are not (tracked changes and untracked
     files anywhere in the repository except ``results/``, which the pipeline itself writes). ``clean`` is
-    ``None`` when git cannot tell."""
+    ``None`` when git cannot tell. A pipeline passes its own state to its workers in
+    :data:`GIT_STATE_ENV` (JSON), so that every record of a run names the tree the run started from."""
+    env = os.environ.get(GIT_STATE_ENV)
+    if env:
+        commit, clean, changed = json.loads(env)
+        return commit, clean, tuple(changed)
     root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
