@@ -85,6 +85,24 @@ def test_R4_closed_form_head_does_not_depend_on_rounding():
         closed_form_solve(W, mu, rtol=2.0)
 
 
+def test_closed_form_ties_count_as_class_one():
+    """A posterior with no mass on the task's support has margin mu'p = 0 (label 1) and b'G equal to rounding
+    noise of either sign: it counts as class 1 (ideal/default/K04/s04 went from 1.0 to 0.737 without this)."""
+    from types import SimpleNamespace
+
+    from hmmlib.experiments.runners import closed_form_accuracy
+
+    W = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]], dtype=torch.float64)
+    mu = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    G = (W @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).repeat(4, 1)
+    G += torch.tensor([[1e-16, -1e-16, 0.0], [-1e-16, 1e-16, 0.0], [0.0, 0.0, 0.0], [2e-16, -2e-16, 0.0]],
+                      dtype=torch.float64)
+    ds = SimpleNamespace(G=G, y=torch.ones(4, dtype=torch.long))
+    b = closed_form_head(W, mu)
+    assert ((G @ b >= 0).long() == 1).sum() < 4  # the bare sign test is rounding noise here
+    assert closed_form_accuracy(SimpleNamespace(W=W), SimpleNamespace(mu=mu), ds) == 1.0
+
+
 def test_R4_closed_form_record_says_what_was_dropped(tiny):
     rec = next(r for r in tiny[2] if r["method"] == "closed_form")  # K = 10, seed 0: one singular value 8e-11
     extra = rec["metrics"]["extra"]

@@ -15,7 +15,7 @@ from ..lm.pretrain import Pretrained
 from .presets import Preset
 
 __all__ = ["pretrained_for", "SweepRow", "pretraining_sweep", "PAPER_FIG_B1", "PAPER_FIG_A1", "TuningRow",
-           "ideal_tuning_sweep", "closed_form_accuracy", "closed_form_extra",
+           "ideal_tuning_sweep", "closed_form_accuracy", "closed_form_extra", "CLOSED_FORM_TIE_TOL",
            "transformer_tuning_sweep", "summarize"]
 
 
@@ -86,15 +86,25 @@ class TuningRow:
     num_trainable: int
 
 
+#: Ties of the closed-form head: :math:`b^\top G(x) \ge -\text{tol}` counts as class 1, with
+#: ``tol = CLOSED_FORM_TIE_TOL * ||b||_1`` (a bound on the rounding error of :math:`b^\top G` in float64).
+CLOSED_FORM_TIE_TOL = 1e-12
+
+
 def closed_form_accuracy(hmm, task, ds) -> float:
     r"""Test accuracy of the closed-form head :math:`b = (W^+)^\top\mu` on ``ds``: :math:`\mathbb 1[b^\top G(x) \ge 0]`.
 
     :math:`W^+` keeps the singular values of :math:`W` above :math:`10^{-8}\sigma_{\max}(W)`
     (:data:`hmmlib.adapt.theory.CLOSED_FORM_RTOL`; :func:`hmmlib.adapt.theory.closed_form_solve` says why),
     so the accuracy is a function of :math:`W`, :math:`\mu` and the data, not of the rounding of a
-    :math:`10^{12}`-sized head; :func:`closed_form_extra` says what was dropped."""
+    :math:`10^{12}`-sized head; :func:`closed_form_extra` says what was dropped. Ties: the label is
+    :math:`\mathbb 1[\mu^\top p \ge 0]`, and inputs whose margin :math:`\mu^\top p(x)` is exactly 0 (a
+    posterior with no mass on the task's support) give :math:`b^\top G(x)` of the size of its rounding
+    error, of either sign; so :math:`b^\top G(x) \ge -10^{-12}\|b\|_1` counts as class 1
+    (:data:`CLOSED_FORM_TIE_TOL`; :math:`\|G(x)\|_\infty \le 1`)."""
     b = closed_form_head(hmm.W, task.mu)
-    return float(((ds.G @ b >= 0).long() == ds.y).double().mean())
+    tol = CLOSED_FORM_TIE_TOL * float(b.abs().sum())
+    return float(((ds.G @ b >= -tol).long() == ds.y).double().mean())
 
 
 def closed_form_extra(hmm, task) -> dict:
