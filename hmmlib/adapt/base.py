@@ -177,7 +177,8 @@ class Tuner(nn.Module):
         try:
             return super().load_state_dict(state_dict, *args, **kwargs)
         except RuntimeError as e:
-            raise ValueError(f"cannot load this state_dict into a {type(self).__name__}: {e}") from None
+            raise ValueError(f"cannot load this state_dict into a {type(self).__name__}: {' '.join(str(e).split())} "
+                             "Build the tuner with the config the state_dict was saved from.") from None
 
     # -- evaluation
     @torch.no_grad()
