@@ -8,8 +8,10 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
-__all__ = ["positive_int", "non_negative_int", "seed", "finite_number", "one_of", "positive_ints", "positive_numbers"]
+__all__ = ["positive_int", "non_negative_int", "seed", "finite_number", "one_of", "positive_ints", "positive_numbers",
+           "device"]
 
 
 def _is_int(v: Any) -> bool:
@@ -70,3 +72,25 @@ def positive_numbers(**kw: Any) -> None:
         ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if not (ok and math.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive finite number; got {v!r}.")
+
+
+def device(v: Any, name: str = "device") -> torch.device:
+    """``v`` as a ``torch.device`` that this machine has: a name torch knows, and for ``cuda`` (or ``mps``) a
+    build and a machine that provide it, so that asking for a GPU where there is none fails here, with a
+    hint, instead of deep inside torch (or, worse, running on the CPU under a GPU's name)."""
+    try:
+        dev = v if isinstance(v, torch.device) else torch.device(v)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{name}={v!r} is not a torch device ({e}); use e.g. 'cpu' or 'cuda'.") from None
+    hint = "use device='cpu' (or set HMMBOOK_DEVICE=cpu) to run on the CPU"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={v!r} asks for CUDA, but torch.cuda.is_available() is False here (no GPU, "
+                             f"or a CPU-only torch build {torch.__version__}); {hint}.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={v!r} asks for GPU {dev.index}, but this machine has "
+                             f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1}); "
+                             f"pick one of them, or {hint}.")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={v!r} asks for Apple's MPS, which this machine or torch build lacks; {hint}.")
+    return dev

@@ -4,12 +4,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import hmmlib
+from hmmlib.lm.checkpoint import TEMP_MAX_AGE_S, load_checkpoint, save_checkpoint
 from hmmlib.lm.pretrain import Pretrained, TrainConfig
 from hmmlib.lm.transformer import TransformerConfig
 
@@ -64,10 +68,15 @@ def test_first_call_trains_and_writes_checkpoint_and_key(hmm, tmp_path, count_tr
     assert len(pts) == 1 and len(jsons) == 1 and pts[0].stem == jsons[0].stem
     assert Path(count_training[0]) == pts[0]
     assert len(pts[0].stem) >= 16 and all(c in "0123456789abcdef" for c in pts[0].stem)
-    key = json.loads(jsons[0].read_text())
+    meta = json.loads(jsons[0].read_text())
+    assert set(meta) == {"key", "sha256"}
+    key = meta["key"]
     assert key == json.loads(json.dumps(cache_mod.model_key(hmm, mcfg, tcfg, "cpu")))
     assert key["model_cfg"] == mcfg.to_dict() and key["train_cfg"] == tcfg.to_dict() and key["device_type"] == "cpu"
-    assert set(key) == {"hmm_sha256", "model_cfg", "train_cfg", "device_type", "source_sha256"}
+    assert set(key) == {"hmm_sha256", "model_cfg", "train_cfg", "device_type", "torch_version", "numpy_version",
+                        "source_sha256"}
+    assert key["torch_version"] == torch.__version__ and key["numpy_version"] == np.__version__
+    assert meta["sha256"] == load_checkpoint(pts[0])["sha256"]  # the entry's .json pins its checkpoint
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -115,13 +124,14 @@ def fake_training(monkeypatch):
 
     def fake(hmm, model_cfg, train_cfg, *, device=None, checkpoint_path=None, progress=True):
         paths.append(Path(checkpoint_path))
-        paths[-1].parent.mkdir(parents=True, exist_ok=True)  # as save_checkpoint would
+        save_checkpoint(checkpoint_path, {"step": 0})  # a stand-in file, so that the cache can record its checksum
         return Pretrained(model=None, model_cfg=model_cfg, train_cfg=train_cfg)
 
     monkeypatch.setattr(cache_mod, "pretrain", fake)
     return paths
 
 
+@pytest.mark.filterwarnings("ignore:discarding a corrupt cached model")  # the stand-in files are not models
 def test_any_change_gives_another_cache_file(hmm, tmp_path, fake_training):
     mcfg, tcfg = tiny_configs()
 
@@ -234,6 +244,7 @@ def test_editing_a_module_that_makes_the_weights_changes_the_key(hmm, tmp_path, 
         seen.add(d)
 
 
+@pytest.mark.filterwarnings("ignore:discarding a corrupt cached model")
 def test_two_presets_with_the_same_configs_share_one_model(hmm, tmp_path, fake_training, monkeypatch):
     from hmmlib.experiments import pretrained_for
 
@@ -245,3 +256,165 @@ def test_two_presets_with_the_same_configs_share_one_model(hmm, tmp_path, fake_t
     assert len(fake_training) == 2 and fake_training[0] == fake_training[1]
     pretrained_for(hmm, ci, "causal", device="cpu", progress=False)
     assert fake_training[2] != fake_training[0]
+
+
+# --------------------------------------------------------------------------- integrity of entries (issue 22, C3 C9-C12 C16)
+def _flip_tensor_bytes(path: Path) -> None:
+    from test_checkpoint import _tensor_members, flip_bytes  # tests/ is on sys.path (pytest's default prepend import mode)
+
+    flip_bytes(path, path, _tensor_members(path)[0])
+
+
+def test_a_cache_entry_with_flipped_bytes_is_retrained(hmm, tmp_path, count_training):
+    """C3: the cache used to serve a checkpoint with flipped tensor bytes; now it warns and retrains."""
+    mcfg, tcfg = tiny_configs()
+    first = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    _flip_tensor_bytes(path)
+    with pytest.warns(UserWarning, match=r"discarding a corrupt cached model .*is corrupt.*retraining"):
+        again = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert len(count_training) == 2
+    assert_same_weights(again.model, first.model)
+    assert load_checkpoint(path)["sha256"] == json.loads(path.with_suffix(".json").read_text())["sha256"]
+
+
+def _entry(tmp_path, hmm, mcfg, tcfg) -> Path:
+    return tmp_path / f"{cache_mod.model_digest(cache_mod.model_key(hmm, mcfg, tcfg, 'cpu'))}.pt"
+
+
+@pytest.mark.parametrize("how", ["pt_only", "pt_and_json", "forged_json"])
+def test_an_entry_of_another_config_is_never_served(hmm, tmp_path, count_training, how):
+    """C9: the d_model=16 model copied over the d_model=32 entry used to be served as the d_model=32 model."""
+    mcfg, tcfg = tiny_configs()
+    big = dataclasses.replace(mcfg, d_model=32)
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    small_pt, big_pt = _entry(tmp_path, hmm, mcfg, tcfg), _entry(tmp_path, hmm, big, tcfg)
+    big_pt.write_bytes(small_pt.read_bytes())
+    if how == "pt_and_json":
+        big_pt.with_suffix(".json").write_text(small_pt.with_suffix(".json").read_text())
+        match = r"describes another model \(differs in \['model_cfg'\]\)"
+    elif how == "forged_json":  # a key file that names the requested key and the copied file's true checksum
+        meta = {"key": cache_mod.model_key(hmm, big, tcfg, "cpu"), "sha256": load_checkpoint(small_pt)["sha256"]}
+        big_pt.with_suffix(".json").write_text(json.dumps(meta))
+        match = r"holds a model trained with another model_cfg \(differs in \['d_model'\]\)"
+    else:
+        match = r"key file .*\.json is missing"
+    with pytest.warns(UserWarning, match=match):
+        got = cache_mod.pretrained_model(hmm, big, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert got.model_cfg.d_model == 32 and got.model.cfg.d_model == 32
+    assert len(count_training) == 2
+    forbid = cache_mod.pretrained_model(hmm, big, tcfg, cache=tmp_path, device="cpu", progress=False)  # repaired
+    assert forbid.model_cfg.d_model == 32 and len(count_training) == 2
+
+
+def test_an_entry_of_another_hmm_with_the_same_configs_is_never_served(tmp_path, count_training):
+    """The configs match but the HMM does not: the copied checkpoint is not the one the key file pins."""
+    mcfg, tcfg = tiny_configs()
+    h1, h2 = hmmlib.dirichlet_hmm(3, 6, seed=0), hmmlib.dirichlet_hmm(3, 6, seed=1)
+    m1 = cache_mod.pretrained_model(h1, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    m2 = cache_mod.pretrained_model(h2, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    p1, p2 = _entry(tmp_path, h1, mcfg, tcfg), _entry(tmp_path, h2, mcfg, tcfg)
+    p2.write_bytes(p1.read_bytes())
+    with pytest.warns(UserWarning, match=r"is not the checkpoint its key file .* describes"):
+        got = cache_mod.pretrained_model(h2, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert len(count_training) == 3
+    assert_same_weights(got.model, m2.model)
+    assert any(not torch.equal(a, b) for a, b in zip(got.model.state_dict().values(), m1.model.state_dict().values()))
+
+
+def test_an_entry_from_before_the_checksum_is_retrained(hmm, tmp_path, count_training):
+    """An entry as older hmmlib wrote it (v1 checkpoint, the bare key as .json) is not served unverified."""
+    mcfg, tcfg = tiny_configs()
+    first = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    state = torch.load(path, weights_only=True)
+    state.pop("sha256")
+    torch.save({**state, "format": "hmmlib-checkpoint-v1"}, path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps(meta["key"]))
+    with pytest.warns(UserWarning, match=r"discarding .*from an older hmmlib .*retraining"):
+        again = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert len(count_training) == 2
+    assert_same_weights(again.model, first.model)
+
+
+def test_the_key_holds_the_torch_and_numpy_versions(hmm, monkeypatch):
+    """C10: a torch or numpy upgrade retrains instead of reusing weights made by the old kernels."""
+    mcfg, tcfg = tiny_configs()
+    key = cache_mod.model_key(hmm, mcfg, tcfg, "cpu")
+    assert key["torch_version"] == torch.__version__ and key["numpy_version"] == np.__version__
+    base = cache_mod.model_digest(key)
+    monkeypatch.setattr(torch, "__version__", "99.0.0+test")
+    after_torch = cache_mod.model_digest(cache_mod.model_key(hmm, mcfg, tcfg, "cpu"))
+    monkeypatch.setattr(np, "__version__", "99.0.0")
+    after_numpy = cache_mod.model_digest(cache_mod.model_key(hmm, mcfg, tcfg, "cpu"))
+    assert len({base, after_torch, after_numpy}) == 3
+
+
+def _unwritable(folder: Path, monkeypatch) -> None:
+    """Make ``folder`` refuse new files: chmod where that binds, else (as root) a probe that fails like it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+    real = cache_mod.tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", mkstemp)
+
+
+def test_an_unwritable_cache_folder_is_refused_before_training(hmm, tmp_path, count_training, monkeypatch):
+    """C11: the folder used to be found unwritable only after training, losing the model."""
+    mcfg, tcfg = tiny_configs()
+    folder = tmp_path / "ro"
+    _unwritable(folder, monkeypatch)
+    try:
+        with pytest.raises(ValueError, match=r"model cache folder .*ro cannot be written \(PermissionError.*Set "
+                                             r"HMMBOOK_CACHE to a writable folder"):
+            cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=folder, device="cpu", progress=False)
+        assert count_training == []
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_cache_folder_under_a_file_is_refused_before_training(hmm, tmp_path, count_training):
+    """C12: a cache path below a file used to give NotADirectoryError after training."""
+    mcfg, tcfg = tiny_configs()
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"afile/models cannot be written \((NotADirectoryError|FileExistsError).*"
+                                         r"Set HMMBOOK_CACHE to a writable folder"):
+        cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path / "afile" / "models", device="cpu", progress=False)
+    assert count_training == []
+
+
+def test_a_read_only_cache_still_serves_its_models(hmm, tmp_path, monkeypatch):
+    """Writability is needed to train, not to load: a shared, read-only cache keeps working."""
+    mcfg, tcfg = tiny_configs()
+    first = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    forbid_training(monkeypatch)
+    _unwritable(tmp_path, monkeypatch)
+    try:
+        again = cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    finally:
+        tmp_path.chmod(0o755)
+    assert_same_weights(again.model, first.model)
+
+
+def test_the_cache_removes_orphaned_temporary_files(hmm, tmp_path, monkeypatch):
+    """C16: a killed save's <digest>.pt.<8 chars>.tmp is removed by the next cache call (a hit, no training),
+    once older than TEMP_MAX_AGE_S; a recent one (a save that may be running) is kept."""
+    mcfg, tcfg = tiny_configs()
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    (path,) = tmp_path.glob("*.pt")
+    old, fresh = tmp_path / f"{path.name}.k1ll3d_x.tmp", tmp_path / f"{path.name}.running.tmp"
+    for p, age in ((old, TEMP_MAX_AGE_S + 5), (fresh, 5)):
+        p.write_bytes(b"PK\x03\x04" + bytes(1000))
+        t = time.time() - age
+        os.utime(p, (t, t))
+    forbid_training(monkeypatch)
+    cache_mod.pretrained_model(hmm, mcfg, tcfg, cache=tmp_path, device="cpu", progress=False)
+    assert not old.exists() and fresh.exists()

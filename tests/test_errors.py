@@ -266,3 +266,181 @@ def test_inference_needs_an_hmm():
     with pytest.raises(ValueError, match=r"expected an HMM, got tuple"):
         hmmlib.log_likelihood((pi, A, W), torch.zeros(3, dtype=torch.int64))
 
+
+
+# --------------------------------------------------------------------------- weak cases of the reliability review
+@pytest.fixture
+def no_cuda(monkeypatch):
+    """This machine as one without a GPU (whatever it really has), and no cached default device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("HMMBOOK_DEVICE", raising=False)
+    hmmlib.default_device.cache_clear()
+    yield
+    hmmlib.default_device.cache_clear()
+
+
+CUDA_HINT = r"asks for CUDA, but torch\.cuda\.is_available\(\) is False .*use device='cpu' \(or set HMMBOOK_DEVICE=cpu\)"
+
+
+def test_cuda_asked_for_without_a_gpu(no_cuda, hmm, monkeypatch):
+    """H15, P9, E5: an AssertionError from inside torch before; a ValueError that says how to run on the CPU now."""
+    with pytest.raises(ValueError, match=CUDA_HINT):  # H15
+        hmm.to("cuda")
+    with pytest.raises(ValueError, match=CUDA_HINT):
+        hmm.to(torch.device("cuda", 0))
+    assert hmm.to("cpu").device.type == "cpu" and hmm.to(dtype=torch.float32).dtype == torch.float32
+    mcfg = hmmlib.TransformerConfig(num_symbols=4, d_model=8, num_layers=1, num_heads=1, max_len=8)
+    tcfg = hmmlib.TrainConfig(num_steps=1, batch_size=2, seq_len=4, warmup_steps=0, eval_num_seqs=2)
+    with pytest.raises(ValueError, match=CUDA_HINT):  # P9
+        hmmlib.pretrain(hmm, mcfg, tcfg, device="cuda", progress=False)
+    monkeypatch.setenv("HMMBOOK_DEVICE", "cuda")  # E5
+    with pytest.raises(ValueError, match=r"HMMBOOK_DEVICE='cuda' asks for CUDA, but .*HMMBOOK_DEVICE=cpu"):
+        hmmlib.default_device()
+    with pytest.raises(ValueError, match=r"HMMBOOK_DEVICE='cuda' asks for CUDA"):
+        hmmlib.pretrained_model(hmm, mcfg, tcfg, progress=False)
+    monkeypatch.setenv("HMMBOOK_DEVICE", "cpu")
+    hmmlib.default_device.cache_clear()
+    from hmmlib.lm.device import resolve_device
+
+    assert hmmlib.default_device() == torch.device("cpu") == resolve_device(None) == resolve_device("cpu")
+    assert resolve_device("meta").type == "meta"  # a device with no hardware behind it stays usable
+
+
+def test_a_gpu_index_this_machine_lacks(monkeypatch, hmm):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:3' asks for GPU 3, but this machine has 1 \(cuda:0 \.\. cuda:0\)"):
+        hmm.to("cuda:3")
+
+
+def test_a_bad_device_name_is_still_refused(monkeypatch):
+    """E8 stays as it was."""
+    monkeypatch.setenv("HMMBOOK_DEVICE", "gpu0")
+    hmmlib.default_device.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"HMMBOOK_DEVICE='gpu0' is not a torch device .*use e\.g\. 'cpu' or 'cuda'"):
+            hmmlib.default_device()
+    finally:
+        hmmlib.default_device.cache_clear()
+
+
+def test_ragged_token_lists_get_hmmlibs_message(hmm):
+    """H19: numpy's own 'inhomogeneous shape' error before (the hmmlib message was dead code on numpy >= 1.24)."""
+    for ragged in ([[0, 1], [2]], [[0, 1, 2], [1, 2], [0]]):
+        with pytest.raises(ValueError, match=r"rectangular array of integers; got ragged input .*missing="):
+            hmmlib.log_likelihood(hmm, ragged)
+
+
+def test_numpy_integers_are_sizes_and_seeds(hmm):
+    """S4: np.int64 seeds and sizes were refused by sample(); they are integers, as _validate and TrainConfig say."""
+    x, s = hmmlib.sample(hmm, np.int64(2), np.int32(5), seed=np.int64(3))
+    x0, s0 = hmmlib.sample(hmm, 2, 5, seed=3)
+    assert x.shape == (2, 5) and torch.equal(x, x0) and torch.equal(s, s0)
+    for bad in (np.float64(2.0), np.bool_(True)):
+        with pytest.raises(ValueError, match=r"num_seqs must be a positive integer"):
+            hmmlib.sample(hmm, bad, 5, seed=0)
+    with pytest.raises(ValueError, match=r"num_seqs must be a positive integer; got np\.int64\(0\)"):
+        hmmlib.sample(hmm, np.int64(0), 5, seed=0)
+
+
+def test_warmup_longer_than_training_is_refused():
+    """P10: warmup_steps=100 with num_steps=3 used to run at 3% of the configured peak lr, silently."""
+    with pytest.raises(ValueError, match=r"warmup_steps=100 is more than num_steps=3: .*3/100 of lr .*warmup_steps <= "
+                                         r"num_steps"):
+        hmmlib.TrainConfig(num_steps=3, warmup_steps=100)
+    assert hmmlib.TrainConfig(num_steps=3, warmup_steps=3).warmup_steps == 3  # a warmup of the whole run is fine
+    assert hmmlib.TrainConfig().warmup_steps <= hmmlib.TrainConfig().num_steps
+
+
+@pytest.fixture(scope="module")
+def task_splits():
+    h = hmmlib.paper_hmm(4, 10, seed=0)
+    _, splits, _ = hmmlib.adapt.tasks.paper_task_and_splits(h, seed=0, sizes=(64, 16, 32), seq_len=8)
+    return h, splits
+
+
+def _small_lm(max_len: int = 16) -> hmmlib.Transformer:
+    torch.manual_seed(0)
+    return hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
+                                                       max_len=max_len))
+
+
+@pytest.mark.parametrize("kind", ["ideal", "transformer"])
+def test_one_class_labels_are_refused_by_fit(task_splits, kind):
+    """T4: a tuner trained on one class used to succeed silently (test accuracy below the majority rate)."""
+    import dataclasses
+
+    h, splits = task_splits
+    model = h if kind == "ideal" else _small_lm()
+    train = splits["train"]
+    for label in (0, 1):
+        one = dataclasses.replace(train, y=torch.full_like(train.y, label))
+        with pytest.raises(hmmlib.SingleClassError, match=rf"every one of the {len(train)} training labels is {label}: "
+                                                           r"a classifier needs examples of both classes"):
+            hmmlib.make_tuner(model, hmmlib.HeadConfig(num_steps=5)).fit(one)
+
+
+def test_one_class_labels_are_refused_by_the_converged_head():
+    """T5: fit_logistic_head returned converged=True on one class, though no finite minimiser exists."""
+    from hmmlib.adapt.logistic import fit_logistic_head
+
+    F = torch.rand(20, 5, generator=torch.Generator().manual_seed(0))
+    for label in (0, 1):
+        with pytest.raises(ValueError, match=rf"every one of the 20 labels is {label}: .*no finite minimiser"):
+            fit_logistic_head(F, torch.full((20,), label, dtype=torch.long))
+    y = torch.zeros(20, dtype=torch.long)
+    y[0] = 1
+    assert fit_logistic_head(F, y)[2].converged  # two classes, however unbalanced, are fine
+
+
+@pytest.mark.parametrize("kind", ["ideal", "transformer"])
+def test_labels_outside_0_1_are_refused(task_splits, kind):
+    """T7: an IndexError from torch's cross-entropy before."""
+    import dataclasses
+
+    h, splits = task_splits
+    model = h if kind == "ideal" else _small_lm()
+    tuner = hmmlib.make_tuner(model, hmmlib.HeadConfig(num_steps=2))
+    bad = dataclasses.replace(splits["train"], y=splits["train"].y * 3)
+    with pytest.raises(ValueError, match=r"training labels y must be 0 or 1 \(two classes\); got also \[3\]"):
+        tuner.fit(bad)
+    with pytest.raises(ValueError, match=r"evaluation labels y must be 0 or 1"):
+        tuner.evaluate(dataclasses.replace(splits["test"], y=splits["test"].y - 1))
+
+
+def test_a_tuner_state_dict_of_another_prompt_length(task_splits):
+    """U3: torch's RuntimeError 'size mismatch' before; a ValueError naming the shapes and the fix now."""
+    model = _small_lm()
+    two = hmmlib.make_tuner(model, hmmlib.PromptTuningConfig(prompt_len=2, num_steps=2))
+    three = hmmlib.make_tuner(model, hmmlib.PromptTuningConfig(prompt_len=3, num_steps=2))
+    with pytest.raises(ValueError, match=r"cannot load this state_dict into a TransformerTuner built with "
+                                         r"PromptTuningConfig: prompt has shape \(2, 16\) in the state_dict but "
+                                         r"\(3, 16\) in this tuner\. .*same prompt_len"):
+        three.load_state_dict(two.state_dict())
+    head = hmmlib.make_tuner(model, hmmlib.HeadConfig())
+    with pytest.raises(ValueError, match=r"cannot load this state_dict into a TransformerTuner: .*Missing key.*prompt"):
+        three.load_state_dict(head.state_dict())
+    fresh = hmmlib.make_tuner(model, hmmlib.PromptTuningConfig(prompt_len=2, num_steps=2, seed=5))
+    fresh.load_state_dict(two.state_dict())  # the same shapes load as before
+    assert torch.equal(fresh.prompt, two.prompt)
+
+
+def test_max_positions_beyond_the_model_is_refused():
+    """U4: max_positions=500 on a 16-position model was clamped to 16 silently."""
+    model = _small_lm(max_len=16)
+    with pytest.raises(ValueError, match=r"max_positions=500 is more than the model's 16 learned positions \(max_len\); "
+                                         r"use max_positions <= 16, or None"):
+        hmmlib.make_tuner(model, hmmlib.PromptTuningConfig(num_steps=2, prompt_len=2, max_positions=500))
+    assert hmmlib.make_tuner(model, hmmlib.PromptTuningConfig(prompt_len=2, max_positions=16)).layout.max_tokens == 13
+
+
+def test_evaluate_before_fit_measures_the_seeded_initial_head(task_splits):
+    """U6, decided: evaluate before fit is allowed (chapter 5 evaluates hand-set theorem heads this way); it
+    measures the head as it stands, the seeded initialisation, the same for the same config."""
+    h, splits = task_splits
+    cfg = hmmlib.HeadConfig(num_steps=20, lr=0.1)
+    a, b = hmmlib.make_tuner(h, cfg), hmmlib.make_tuner(h, cfg)
+    before = a.evaluate(splits["test"])
+    assert before == b.evaluate(splits["test"]) and a.history == []
+    a.fit(splits["train"])
+    assert a.evaluate(splits["test"])["loss"] != before["loss"]

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..lm.optim import adamw, lr_scheduler
 from .configs import TuneConfig
+from .tasks import SingleClassError
 
 __all__ = ["Tuner"]
 
@@ -114,6 +115,12 @@ class Tuner(nn.Module):
             raise ValueError(f"expected a task dataset with labels y of shape (N,); got {type(train).__name__}.")
         if labels.numel() == 0:
             raise ValueError("the training set is empty; fit needs at least one example.")
+        _check_labels(labels, "training")
+        if torch.unique(labels).numel() < 2:
+            raise SingleClassError(f"every one of the {labels.numel()} training labels is {int(labels[0])}: a classifier "
+                                   "needs examples of both classes 0 and 1 to learn anything (its best fit predicts "
+                                   "the one class). Draw the task again (paper_task_and_splits redraws single-class "
+                                   "tasks) or use a larger training split.")
         data = self._prepare(train)
         y = data["y"]
         n = y.shape[0]
@@ -157,6 +164,22 @@ class Tuner(nn.Module):
         self.history = history
         return history
 
+    def load_state_dict(self, state_dict, *args: Any, **kwargs: Any):
+        """``nn.Module.load_state_dict``, with a ``ValueError`` naming the shapes when ``state_dict`` was saved
+        from a tuner built another way (e.g. another ``prompt_len``)."""
+        own = self.state_dict()
+        wrong = [f"{k} has shape {tuple(v.shape)} in the state_dict but {tuple(own[k].shape)} in this tuner"
+                 for k, v in state_dict.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+        if wrong:
+            raise ValueError(f"cannot load this state_dict into a {type(self).__name__} built with "
+                             f"{type(self.cfg).__name__}: " + "; ".join(wrong) + ". Build the tuner with the config "
+                             "the state_dict was saved from (e.g. the same prompt_len or prefix_len).")
+        try:
+            return super().load_state_dict(state_dict, *args, **kwargs)
+        except RuntimeError as e:
+            raise ValueError(f"cannot load this state_dict into a {type(self).__name__}: {' '.join(str(e).split())} "
+                             "Build the tuner with the config the state_dict was saved from.") from None
+
     # -- evaluation
     @torch.no_grad()
     def logits(self, dataset) -> torch.Tensor:
@@ -174,10 +197,22 @@ class Tuner(nn.Module):
 
     def evaluate(self, dataset) -> dict[str, float]:
         """``accuracy``, ``majority_rate`` (the constant classifier's accuracy), mean cross-entropy ``loss`` and
-        ``num_examples`` on ``dataset``."""
+        ``num_examples`` on ``dataset``.
+
+        Allowed before :meth:`fit`: it then measures the head as it stands, the seeded initialisation (the same
+        for the same config) or a head set by hand (a closed-form or theorem head), which is how such heads
+        are evaluated."""
+        _check_labels(getattr(dataset, "y", None), "evaluation")
         logits = self.logits(dataset)
         y = dataset.y.to(self.device)
         return {"accuracy": float((logits.argmax(1) == y).double().mean()),
                 "majority_rate": float(dataset.majority_rate),
                 "loss": float(F.cross_entropy(logits, y)),
                 "num_examples": int(y.numel())}
+
+
+def _check_labels(y: Any, what: str) -> None:
+    """Labels must be 0 or 1 (a ``ValueError`` otherwise, instead of an ``IndexError`` from the cross-entropy)."""
+    if isinstance(y, torch.Tensor) and y.numel() and not ((y == 0) | (y == 1)).all():
+        bad = sorted(set(torch.unique(y).tolist()) - {0, 1})[:5]
+        raise ValueError(f"the {what} labels y must be 0 or 1 (two classes); got also {bad}. Map the classes to 0 and 1.")

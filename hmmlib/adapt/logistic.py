@@ -100,7 +100,8 @@ def fit_logistic_head(features: Any, y: Any, l2: float = DEFAULT_L2, *, tol: flo
 
     Args:
         features: ``(n, V)`` fixed features, e.g. :math:`G(x)` or a frozen model's softmax at the mask.
-        y: ``(n,)`` labels in {0, 1}.
+        y: ``(n,)`` labels in {0, 1}, both present (``ValueError`` otherwise: with one class no finite
+            minimiser exists).
         l2: the penalty :math:`\lambda > 0` on :math:`w` (not on the bias).
         tol: stop when :math:`\lVert\nabla J\rVert_2 \le` ``tol``.
         max_iter: at most this many Newton steps.
@@ -111,6 +112,10 @@ def fit_logistic_head(features: Any, y: Any, l2: float = DEFAULT_L2, *, tol: flo
         ``(weight (V,), bias (), info)`` in float64; the prediction is :math:`\mathbb 1[w^\top f + c > 0]`.
     """
     F, t = _check(features, y, l2)
+    if torch.unique(t).numel() < 2:
+        raise ValueError(f"every one of the {t.numel()} labels is {int(t[0])}: with one class the logistic loss has "
+                         "no finite minimiser (the unpenalised bias runs to infinity). Pass labels of both classes "
+                         "0 and 1.")
     n, V = F.shape
     Ft = torch.cat([F, torch.ones(n, 1, dtype=torch.float64)], 1)
     reg = torch.full((V + 1,), float(l2), dtype=torch.float64)

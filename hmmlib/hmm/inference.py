@@ -59,7 +59,12 @@ def check_tokens(x: Any, num_symbols: int, device: torch.device | str | None = N
     other ranks, empty inputs and ids outside ``[0, num_symbols)``.
     """
     if not isinstance(x, torch.Tensor):
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except ValueError:  # numpy >= 1.24 refuses ragged nested lists itself
+            raise ValueError("tokens must be a rectangular array of integers; got ragged input (sequences of "
+                             "different lengths): pad them to one length and mark the padding with missing=..., "
+                             "or pass them one at a time.") from None
         if arr.size == 0:
             raise ValueError(f"tokens are empty (shape {arr.shape}); pass at least one sequence of length >= 1.")
         if arr.dtype == object:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _validate as check
+
 __all__ = ["HMM", "to_hmmlearn_params", "column_tolerance"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -146,8 +148,11 @@ class HMM:
         """A copy on another device and/or dtype (float32 or float64), values unchanged.
 
         The parameters were validated when this HMM was built, so the copy is not re-validated
-        (float32 rounding would otherwise fail float64's tighter tolerance).
+        (float32 rounding would otherwise fail float64's tighter tolerance). A device this machine lacks
+        (e.g. ``'cuda'`` without a GPU) raises ``ValueError``.
         """
+        if device is not None:
+            device = check.device(device)
         if dtype is not None and dtype not in _FLOAT_DTYPES:
             raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
         kw = {"device": device, "dtype": dtype}

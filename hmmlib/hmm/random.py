@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import _validate as check
+
 __all__ = ["make_generator"]
 
 
@@ -27,8 +29,7 @@ def make_generator(
                 f"create it with torch.Generator(device='{torch.device(device).type}')."
             )
         return generator
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int; got {seed!r}.")
+    check.seed(seed)  # a Python or numpy integer: np.int64(3) seeds exactly as 3
     g = torch.Generator(device=device)
-    g.manual_seed(seed)
+    g.manual_seed(int(seed))
     return g

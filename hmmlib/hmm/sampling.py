@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _validate as check
 from .model import HMM
 from .random import make_generator
 
@@ -58,14 +59,13 @@ def sample(
     ``H_0 ~ pi``, ``H_{t+1} ~ A[:, H_t]``, ``X_t ~ W[:, H_t]``. The hidden path is
     drawn first (one vectorised step per position), then all emissions at once.
     Give ``seed`` or a ``torch.Generator`` on the HMM's device; the same seed gives
-    the same samples.
+    the same samples. Sizes and seeds may be Python or numpy integers.
 
     Returns:
         ``(tokens, states)``: int64 tensors of shape ``(num_seqs, seq_len)``.
     """
-    for name, v in (("num_seqs", num_seqs), ("seq_len", seq_len)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer; got {v!r}.")
+    check.positive_ints(num_seqs=num_seqs, seq_len=seq_len)  # Python or numpy integers
+    num_seqs, seq_len = int(num_seqs), int(seq_len)
     g = make_generator(seed, generator, hmm.device)
     dev = hmm.device
     start = FlatCDF(hmm.pi.unsqueeze(1))

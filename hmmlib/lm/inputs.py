@@ -31,7 +31,8 @@ class InputLayout:
     Attributes:
         model_cfg: the frozen model's config.
         num_virtual: prompt vectors or prefix positions before the ``[MASK]`` (0 for a head).
-        max_positions: positions the model may use (default: all ``model_cfg.max_len``).
+        max_positions: positions the model may use (default: all ``model_cfg.max_len``; more than
+            ``max_len`` raises ``ValueError``).
     """
 
     model_cfg: TransformerConfig
@@ -43,6 +44,10 @@ class InputLayout:
             raise ValueError("downstream inputs end in a [MASK] read by a masked LM; this model is causal (causal=True).")
         check.non_negative_int("num_virtual", self.num_virtual)
         check.positive_int("max_positions", self.max_positions, allow_none=True)
+        if self.max_positions is not None and self.max_positions > self.model_cfg.max_len:
+            raise ValueError(f"max_positions={self.max_positions} is more than the model's {self.model_cfg.max_len} "
+                             f"learned positions (max_len); use max_positions <= {self.model_cfg.max_len}, or None "
+                             "for all of them.")
         if self.max_tokens < 1:
             raise ValueError(f"{self.num_virtual} prompt/prefix positions and the [MASK] leave no room for tokens in "
                              f"{self.positions} positions; use a shorter prompt/prefix or more positions.")
@@ -55,8 +60,8 @@ class InputLayout:
 
     @property
     def positions(self) -> int:
-        """Positions used: ``min(max_positions, max_len)``."""
-        return min(self.max_positions or self.model_cfg.max_len, self.model_cfg.max_len)
+        """Positions used: ``max_positions`` (at most ``max_len``, checked when built), or ``max_len``."""
+        return self.max_positions or self.model_cfg.max_len
 
     @property
     def max_tokens(self) -> int:

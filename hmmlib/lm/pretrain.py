@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .device import default_device
+from .device import resolve_device
 from .inputs import InputLayout
 from .optim import adamw, lr_scheduler
 from ..hmm.model import HMM
@@ -31,7 +31,7 @@ from .transformer import Transformer, TransformerConfig
 
 __all__ = ["TrainConfig", "HMMData", "mask_tokens", "causal_inputs", "evaluate", "Pretrained", "pretrain",
            "model_masked_conditional", "make_optimizer", "mlm_loss",
-           "load_pretrained"]
+           "load_pretrained", "pretrained_from_state", "CHECKPOINT_KEYS"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class TrainConfig:
     Attributes:
         objective: ``"mlm"`` (masked LM) or ``"causal"``.
         num_steps, batch_size, seq_len: optimisation steps and the shape of each batch.
-        lr, warmup_steps, weight_decay, grad_clip: AdamW with linear warmup and linear decay to 0.
+        lr, warmup_steps, weight_decay, grad_clip: AdamW with linear warmup and linear decay to 0
+            (``warmup_steps <= num_steps``).
         mlm_probability: fraction of positions selected for the MLM loss (80/10/10 split).
         corpus_tokens: ``None`` samples fresh text every step; otherwise a fixed corpus of
             this many tokens, in documents of ``doc_len`` tokens cut into ``seq_len`` blocks.
@@ -73,6 +74,11 @@ class TrainConfig:
             check.positive_int(f"TrainConfig.{name}", getattr(self, name))
         check.finite_number("TrainConfig.lr", self.lr, low=0, strict=True)
         check.non_negative_int("TrainConfig.warmup_steps", self.warmup_steps)
+        if self.warmup_steps > self.num_steps:
+            raise ValueError(
+                f"TrainConfig.warmup_steps={self.warmup_steps} is more than num_steps={self.num_steps}: the learning "
+                f"rate would stop at {self.num_steps}/{self.warmup_steps} of lr and never reach its peak. Use "
+                f"warmup_steps <= num_steps (e.g. warmup_steps={max(1, self.num_steps // 10)}).")
         check.finite_number("TrainConfig.weight_decay", self.weight_decay, low=0)
         check.finite_number("TrainConfig.grad_clip", self.grad_clip, low=0)
         check.finite_number("TrainConfig.mlm_probability", self.mlm_probability, low=0, strict=True, high=1)
@@ -267,7 +273,7 @@ def pretrain(
     """Pretrain a fresh :class:`Transformer` on text from ``hmm``.
 
     Args:
-        device: where to train (default :func:`hmmlib.default_device`).
+        device: where to train (default :func:`hmmlib.default_device`); one this machine lacks raises ``ValueError``.
         checkpoint_path: where to save the final (or ``stop_at``) state.
         resume: continue from ``checkpoint_path`` (same configs required).
         stop_at: stop after this many steps (the schedule still assumes ``num_steps``),
@@ -283,7 +289,7 @@ def pretrain(
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs checkpoint_path.")
     check.positive_int("stop_at", stop_at, allow_none=True)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     h = hmm.to(device=dev, dtype=torch.float32)
     end = train_cfg.num_steps if stop_at is None else min(stop_at, train_cfg.num_steps)
 
@@ -355,16 +361,27 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="pretraining", mininterval=1.0, leave=True)
 
 
-def load_pretrained(path: str | Path, device: torch.device | str | None = None) -> Pretrained:
-    """Load a model saved by :func:`pretrain` (weights only; ``torch.load(weights_only=True)``)."""
-    dev = torch.device(device) if device is not None else default_device()
-    state = load_checkpoint(path, ("model_cfg", "train_cfg", "model", "step"), map_location=dev)
+#: The keys every checkpoint written by :func:`pretrain` holds (and :func:`load_pretrained` needs).
+CHECKPOINT_KEYS = ("model_cfg", "train_cfg", "model", "step")
+
+
+def load_pretrained(path: str | Path, device: torch.device | str | None = None, *,
+                    require_checksum: bool = False) -> Pretrained:
+    """Load a model saved by :func:`pretrain` (weights only; ``torch.load(weights_only=True)``), its checksum
+    verified (:func:`hmmlib.lm.checkpoint.load_checkpoint`; ``require_checksum`` refuses an older file that has none)."""
+    dev = resolve_device(device)
+    state = load_checkpoint(path, CHECKPOINT_KEYS, map_location=dev, require_checksum=require_checksum)
+    return pretrained_from_state(state, path, dev)
+
+
+def pretrained_from_state(state: dict[str, Any], path: str | Path, device: torch.device) -> Pretrained:
+    """The :class:`Pretrained` model held by a checkpoint ``state`` read from ``path`` (named in errors), on ``device``."""
     try:
         model_cfg = TransformerConfig(**state["model_cfg"])
         train_cfg = TrainConfig(**state["train_cfg"])
-        model = Transformer(model_cfg).to(dev)
+        model = Transformer(model_cfg).to(device)
         model.load_state_dict(state["model"])
-    except (TypeError, RuntimeError) as e:
+    except (TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"checkpoint {path} does not match this version of hmmlib ({e}); delete it and retrain.") from None
     model.eval()
     return Pretrained(model, model_cfg, train_cfg, list(state.get("history", [])), int(state["step"]))
