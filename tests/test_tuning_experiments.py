@@ -118,7 +118,7 @@ def test_ideal_sweep_rows_and_closed_form():
     head, closed = rows
     assert closed.accuracy == 1.0        # W of paper_hmm(4, 10, seed=0) is well conditioned (sigma_min ~ 0.7)
     assert 0.5 <= head.majority_rate < 1 and head.accuracy > head.majority_rate
-    assert head.num_trainable == 22 and closed.num_trainable == 0
+    assert head.num_trainable == 11 and closed.num_trainable == 0  # the converged head: class-1 row and bias
 
 
 def test_summarize_means_and_stds():
