@@ -145,9 +145,11 @@ class Tuner(nn.Module):
         return adamw(groups, cfg.lr, cfg.weight_decay)
 
     def fit(self, train, val=None) -> list[dict[str, float]]:
-        """Train on ``train`` (a task dataset); returns the history, one entry every ``log_every`` steps and at
-        the end: ``step``, ``epoch``, ``lr``, ``train_loss`` (mean over the steps since the last entry) and,
-        with ``val``, ``val_accuracy``/``val_loss``."""
+        """Train on ``train`` (a task dataset) as the config says (module docstring); ``val`` chooses a converged
+        head's penalty and a prompt's restart, so those need it (unless there is one penalty / one run). Returns
+        the history: for the AdamW loop one entry every ``log_every`` steps and at the end: ``step``, ``epoch``,
+        ``lr``, ``train_loss`` (mean over the steps since the last entry) and, with ``val``,
+        ``val_accuracy``/``val_loss`` (a prompt: the kept run's); for a converged head one entry per penalty."""
         cfg = self.cfg
         labels = getattr(train, "y", None)
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
