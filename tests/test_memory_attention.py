@@ -105,7 +105,7 @@ def test_theorem_head_construction():
 
 def test_closed_form_head_is_perfect_through_the_tuner(locatable):
     mem, splits = locatable
-    tuner = AttentionHeadTuner(mem, HeadConfig(num_steps=1))
+    tuner = AttentionHeadTuner(mem, HeadConfig.adamw(num_steps=1))
     kappa, b = theorem_head(mem, MU, syntax=0)
     set_theorem_head(tuner.head, kappa, 20.0, b)
     for split in ("train", "test"):
@@ -114,7 +114,7 @@ def test_closed_form_head_is_perfect_through_the_tuner(locatable):
 
 def test_trained_head_reaches_100_percent_on_the_locatable_hmm(locatable):
     mem, splits = locatable
-    tuner = AttentionHeadTuner(mem, HeadConfig(lr=0.03, num_steps=300, batch_size=64, warmup_steps=20, seed=0))
+    tuner = AttentionHeadTuner(mem, HeadConfig.adamw(lr=0.03, num_steps=300, batch_size=64, warmup_steps=20, seed=0))
     before = tuner.evaluate(splits["test"])["accuracy"]
     tuner.fit(splits["train"])
     m = tuner.evaluate(splits["test"])
@@ -124,7 +124,7 @@ def test_trained_head_reaches_100_percent_on_the_locatable_hmm(locatable):
 
 def test_seeded_fit_reproduces(locatable):
     mem, splits = locatable
-    cfg = HeadConfig(num_steps=20, batch_size=32, seed=3)
+    cfg = HeadConfig.adamw(num_steps=20, batch_size=32, seed=3)
     a, b = AttentionHeadTuner(mem, cfg), AttentionHeadTuner(mem, cfg)
     a.fit(splits["train"])
     b.fit(splits["train"])
@@ -143,7 +143,7 @@ def test_frozen_masked_lm_gets_no_gradient(locatable):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probs = model_position_probs(model, splits["val"].x)
     assert probs.shape == (100, 25, 10)
-    tuner = AttentionHeadTuner(model, HeadConfig(num_steps=5, batch_size=16, max_positions=13))
+    tuner = AttentionHeadTuner(model, HeadConfig.adamw(num_steps=5, batch_size=16, max_positions=13))
     assert tuner.features(splits["val"]).shape == (100, 13, 10)  # [MASK] and 12 tokens
     assert not model.training and not any(p.requires_grad for p in model.parameters())  # frozen when wrapped
     assert set(tuner.state_dict()) == {f"head.{k}" for k in tuner.head.state_dict()}
@@ -160,19 +160,21 @@ def test_tuner_validation(locatable):
     with pytest.raises(ValueError, match="AttentionHeadTuner takes a HeadConfig; got FakeTokenPromptConfig"):
         AttentionHeadTuner(mem, FakeTokenPromptConfig())
     with pytest.raises(ValueError, match="MemoryHMM"):
-        AttentionHeadTuner(hmmlib.paper_hmm(4), HeadConfig())
+        AttentionHeadTuner(hmmlib.paper_hmm(4), HeadConfig.adamw())
     no_cond = make_memory_splits(mem, task_from_mu(MU), (30, 5, 5), 8, seed=1, with_conditionals=False)
     with pytest.raises(ValueError, match="exact conditionals"):
-        AttentionHeadTuner(mem, HeadConfig(num_steps=1)).fit(no_cond["train"])
+        AttentionHeadTuner(mem, HeadConfig.adamw(num_steps=1)).fit(no_cond["train"])
     model = hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
                                                          max_len=8))
     assert model_position_probs(model, splits["val"].x).shape == (100, 8, 10)  # cut to the model's 8 positions
     with pytest.raises(ValueError, match="symbols must be in \\[0, 10\\)"):
         model_position_probs(model, torch.full((2, 3), 10))
     with pytest.raises(ValueError, match="max_positions must be a positive integer"):
-        AttentionHeadTuner(model, HeadConfig(max_positions=0))
+        AttentionHeadTuner(model, HeadConfig.adamw(max_positions=0))
     causal = hmmlib.Transformer(hmmlib.TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2,
                                                           causal=True))
     with pytest.raises(ValueError, match="causal=False"):
-        AttentionHeadTuner(causal, HeadConfig())
-    assert math.isfinite(AttentionHeadTuner(mem, HeadConfig()).evaluate(splits["val"])["loss"])
+        AttentionHeadTuner(causal, HeadConfig.adamw())
+    assert math.isfinite(AttentionHeadTuner(mem, HeadConfig.adamw()).evaluate(splits["val"])["loss"])
+    with pytest.raises(ValueError, match="no converged solve"):  # the converged head is for a linear head
+        AttentionHeadTuner(mem, HeadConfig())

@@ -17,6 +17,8 @@ from hmmlib.adapt import (  # noqa: E402
 from hmmlib.adapt.ideal import IdealTuner, _prior_ratio, ideal_prompted_features  # noqa: E402
 
 V = 10
+#: the AdamW loop alone, once: a fresh head and one run (the tests of the loop's mechanics)
+LOOP = dict(head_init="random", restarts=1)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -75,6 +77,13 @@ def test_config_validation_and_paper_values():
     assert (cfg.method, cfg.lr, cfg.num_epochs, cfg.batch_size, cfg.warmup_steps, cfg.weight_decay, cfg.prompt_len,
             cfg.schedule, cfg.seed) == ("prompt", 0.01, 100, 128, 500, 0.0, 20, "linear", 42)
     assert HeadConfig.paper(lr=0.1).lr == 0.1 and PAPER_TUNING["lr"] == 0.01
+    # the defaults are the book's methods; the paper's are labelled choices
+    assert HeadConfig().solver == "newton" and HeadConfig.paper().solver == "adamw" == HeadConfig.adamw(lr=0.1).solver
+    for cls in (PromptTuningConfig, FakeTokenPromptConfig):
+        assert (cls().head_init, cls().restarts) == ("converged", 3)
+        paper = cls.paper()
+        assert (paper.prompt_len, paper.init, paper.head_init, paper.restarts, paper.lr) == (20, "tokens", "random", 1, 0.01)
+    assert HeadConfig(l2_grid=[1, 1e-3]).l2_grid == (1.0, 1e-3)
     bad = [(HeadConfig, dict(lr=0)), (HeadConfig, dict(lr=float("nan"))), (HeadConfig, dict(batch_size=0)),
            (HeadConfig, dict(num_epochs=0)), (HeadConfig, dict(num_steps=0)), (HeadConfig, dict(num_steps=2.5)),
            (HeadConfig, dict(weight_decay=-1.0)), (HeadConfig, dict(grad_clip=-1.0)), (HeadConfig, dict(warmup_steps=-1)),
@@ -84,7 +93,10 @@ def test_config_validation_and_paper_values():
            (FakeTokenPromptConfig, dict(positivity="square")), (PromptTuningConfig, dict(init_tokens=(1,))),
            (PromptTuningConfig, dict(prompt_len=3, init="tokens", init_tokens=(1, 2))),
            (FakeTokenPromptConfig, dict(prompt_len=2, init="tokens", init_tokens=(1, -2))),
-           (PromptTuningConfig, dict(prompt_lr_scale=0)), (PrefixTuningConfig, dict(freeze_mlp="yes"))]
+           (PromptTuningConfig, dict(prompt_lr_scale=0)), (PrefixTuningConfig, dict(freeze_mlp="yes")),
+           (HeadConfig, dict(solver="lbfgs")), (HeadConfig, dict(l2_grid=())), (HeadConfig, dict(l2_grid=(1e-3, 0.0))),
+           (PromptTuningConfig, dict(restarts=0)), (FakeTokenPromptConfig, dict(head_init="zeros")),
+           (FakeTokenPromptConfig, dict(l2_grid=(float("nan"),)))]
     for cls, kw in bad:
         with pytest.raises(ValueError, match=cls.__name__):
             cls(**kw)
@@ -131,7 +143,7 @@ def test_inputs_longer_than_the_model_reads_are_cut_to_the_layout(small_splits):
 def test_ideal_head_full_rank_matches_closed_form(paper_splits):
     hmm, task, splits = paper_splits
     assert theory.nondegeneracy(hmm.W).full_column_rank
-    tuner = make_tuner(hmm, HeadConfig(lr=0.1, num_steps=300, schedule="constant"))
+    tuner = make_tuner(hmm, HeadConfig.adamw(lr=0.1, num_steps=300, schedule="constant"))
     assert isinstance(tuner, IdealTuner)
     history = tuner.fit(splits["train"], splits["val"])
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -148,10 +160,10 @@ def test_ideal_prompt_beats_head_on_counterexample():
     ce = theory.counterexample_head_fails_prompt_works()
     splits = tasks.make_splits(ce.hmm, tasks.task_from_mu(ce.mu), (512, 128, 512), 32, seed=0)
     base = dict(lr=0.1, num_steps=400, schedule="constant")
-    head = make_tuner(ce.hmm, HeadConfig(**base))
-    head.fit(splits["train"])
+    head = make_tuner(ce.hmm, HeadConfig())                       # the converged head: the best a head can do
+    head.fit(splits["train"], splits["val"])
     prompt = make_tuner(ce.hmm, FakeTokenPromptConfig(prompt_len=1, **base))
-    prompt.fit(splits["train"])
+    prompt.fit(splits["train"], splits["val"])
     acc_head = head.evaluate(splits["test"])["accuracy"]
     acc_prompt = prompt.evaluate(splits["test"])["accuracy"]
     best_head = theory.best_linear_head_accuracy_two_symbols(splits["test"].G, splits["test"].y)
@@ -188,7 +200,7 @@ def test_ideal_token_prompt_equals_typed_symbols():
 
 def test_schedule_and_determinism(paper_splits):
     hmm, _, splits = paper_splits
-    cfg = FakeTokenPromptConfig(lr=0.1, num_steps=4, warmup_steps=2, log_every=1, batch_size=64, seed=3)
+    cfg = FakeTokenPromptConfig(lr=0.1, num_steps=4, warmup_steps=2, log_every=1, batch_size=64, seed=3, **LOOP)
     a, b = make_tuner(hmm, cfg), make_tuner(hmm, cfg)
     ha, hb = a.fit(splits["train"]), b.fit(splits["train"])
     assert [round(h["lr"] / 0.1, 12) for h in ha] == [0.5, 1.0, 1.0, 0.5]
@@ -267,7 +279,7 @@ def test_frozen_model_is_untouched(small_splits, method):
     model = random_model().train()
     state = clone_state(model)
     common = dict(lr=0.05, num_steps=3, batch_size=32)
-    cfg = {"head": HeadConfig(**common), "prompt": PromptTuningConfig(prompt_len=2, **common),
+    cfg = {"head": HeadConfig.adamw(**common), "prompt": PromptTuningConfig(prompt_len=2, **common, **LOOP),
            "prefix": PrefixTuningConfig(prefix_len=2, mlp_hidden=16, freeze_mlp=False, **common)}[method]
     tuner = make_tuner(model, cfg)
     assert isinstance(tuner, TransformerTuner)
@@ -300,8 +312,10 @@ def test_parameter_counts():
     model = random_model()
     n_model = sum(p.numel() for p in model.parameters())
     head, d, L = 2 * V + 2, 32, 2
-    assert make_tuner(model, HeadConfig()).num_trainable_parameters == head
-    assert make_tuner(model, HeadConfig()).num_total_parameters == n_model + head
+    assert make_tuner(model, HeadConfig.adamw()).num_trainable_parameters == head
+    assert make_tuner(model, HeadConfig.adamw()).num_total_parameters == n_model + head
+    # the converged head trains the class-1 row and bias (class 0's logit is 0)
+    assert make_tuner(model, HeadConfig()).num_trainable_parameters == V + 1
     assert make_tuner(model, PromptTuningConfig(prompt_len=5)).num_trainable_parameters == 5 * d + head
     t = make_tuner(model, PrefixTuningConfig(prefix_len=3, mlp_hidden=16))
     assert t.num_trainable_parameters == 3 * d + (d * 16 + 16) + (16 * 2 * L * d + 2 * L * d) + head
@@ -311,7 +325,7 @@ def test_parameter_counts():
     t = make_tuner(model, FineTuningConfig())
     assert t.num_trainable_parameters == t.num_total_parameters == n_model + head
     hmm = hmmlib.paper_hmm(4, V, seed=0)
-    assert make_tuner(hmm, HeadConfig()).num_trainable_parameters == head
+    assert make_tuner(hmm, HeadConfig.adamw()).num_trainable_parameters == head
     t = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=2))
     assert t.num_trainable_parameters == 2 * 4 + head and t.num_total_parameters == 4 + 16 + 40 + 2 * 4 + head
 
@@ -321,16 +335,18 @@ def _same_features(a, b, ds):
     torch.testing.assert_close(a.logits(ds), b.logits(ds), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["head", "prompt", "prefix", "prefix_mlp", "finetune", "ideal_prompt"])
+@pytest.mark.parametrize("kind", ["head", "converged_head", "prompt", "prefix", "prefix_mlp", "finetune",
+                                  "ideal_prompt"])
 def test_tuned_parts_round_trip_through_a_state_dict(small_splits, tmp_path, kind):
     """What a tuner learned is its state_dict: saved, loaded into a fresh tuner built the same way (another seed),
     it gives the same logits; the fresh tuner's own initialisation gives different ones."""
     common = dict(lr=0.05, num_steps=5, batch_size=32, seed=0)
     model = random_model() if kind != "ideal_prompt" else hmmlib.paper_hmm(4, V, seed=1)
-    cfg = {"head": HeadConfig(**common), "prompt": PromptTuningConfig(prompt_len=2, **common),
+    cfg = {"head": HeadConfig.adamw(**common), "converged_head": HeadConfig(l2_grid=(1e-6,), seed=0),
+           "prompt": PromptTuningConfig(prompt_len=2, **common, **LOOP),
            "prefix": PrefixTuningConfig(prefix_len=2, mlp_hidden=None, **common),
            "prefix_mlp": PrefixTuningConfig(prefix_len=2, mlp_hidden=8, **common),
-           "finetune": FineTuningConfig(**common), "ideal_prompt": FakeTokenPromptConfig(prompt_len=2, **common)}[kind]
+           "finetune": FineTuningConfig(**common), "ideal_prompt": FakeTokenPromptConfig(prompt_len=2, **common, **LOOP)}[kind]
     tuner = make_tuner(model, cfg)
     tuner.fit(small_splits["train"])
     path = tmp_path / "tuned.pt"
@@ -347,7 +363,7 @@ def test_tuned_parts_round_trip_through_a_state_dict(small_splits, tmp_path, kin
 def test_a_part_frozen_by_requires_grad_is_not_trained(paper_splits):
     """Trainable parts are found by requires_grad: freezing the head leaves only the fake tokens to train."""
     hmm, _, splits = paper_splits
-    tuner = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=1, lr=0.1, num_steps=5))
+    tuner = make_tuner(hmm, FakeTokenPromptConfig(prompt_len=1, lr=0.1, num_steps=5, **LOOP))
     tuner.head.requires_grad_(False)
     head = tuner.head.weight.detach().clone()
     theta = tuner.theta.detach().clone()

@@ -3,7 +3,8 @@
 * :mod:`.tasks`: the paper's downstream tasks and their exact datasets;
 * :mod:`.theory`: non-degeneracy, closed-form heads, prompt reweighting, counterexamples;
 * :mod:`.theory_robust`: margin versions of the theorems and the measurements that test them;
-* :mod:`.configs`: one config per tuning method and model kind (PEFT style);
+* :mod:`.configs`: one config per tuning method and model kind (PEFT style); the defaults are the book's
+  methods (the converged head; a prompt from it, best of 3 restarts), ``.paper()`` the paper's protocols;
 * :mod:`.base`: :class:`Tuner`, the ``nn.Module`` that owns the training loop;
 * :mod:`.frozen_lm`, :mod:`.prefix`: head, prompt, prefix and fine-tuning of a frozen transformer;
 * :mod:`.ideal`: head and fake-token prompt tuning on the ideal model (exact inference);

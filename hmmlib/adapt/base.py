@@ -9,9 +9,18 @@ trains (a head, a prompt, a prefix, or a fine-tuned copy) as its own parameters 
 * the frozen model is never registered: it does not appear in ``parameters()`` or ``state_dict()``.
 
 Subclasses implement ``_prepare(dataset) -> dict`` (tensors on the device, with ``"y"``) and
-``_logits(data, idx) -> (len(idx), 2)``, and may override ``_train_mode`` / ``_after_fit``.
-The loop: AdamW (:func:`hmmlib.lm.optim.adamw`), warmup then linear decay, gradient clipping,
-minibatches from a CPU ``torch.Generator`` seeded by ``cfg.seed`` (the same batches on every device).
+``_logits(data, idx) -> (len(idx), 2)``, and may override ``_train_mode`` / ``_after_fit``; a tuner whose
+head reads fixed features (``features(dataset)``) and can re-draw its trainable parts
+(``_init_trainable(seed)``) also runs the converged head and prompt restarts.
+
+What ``fit`` runs is the config's:
+
+* a :class:`~hmmlib.adapt.HeadConfig` with ``solver="newton"``: the converged head (logistic regression on the
+  features, the penalty chosen on validation data; :mod:`hmmlib.adapt._restarts`);
+* a prompt config (``restarts``, ``head_init``): ``restarts`` runs of the loop below from the converged head (or a
+  fresh one), the best on validation data kept;
+* anything else: the loop: AdamW (:func:`hmmlib.lm.optim.adamw`), warmup then linear decay, gradient clipping,
+  minibatches from a CPU ``torch.Generator`` seeded by ``cfg.seed`` (the same batches on every device).
 """
 from __future__ import annotations
 
@@ -24,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lm.optim import adamw, lr_scheduler
-from .configs import TuneConfig
+from . import _restarts
+from .configs import HeadConfig, TuneConfig
 from .tasks import SingleClassError
 
 __all__ = ["Tuner"]
@@ -38,6 +48,13 @@ class Tuner(nn.Module):
     """
 
     head: nn.Module
+    #: after ``fit`` with a converged head: its :class:`~hmmlib.adapt._restarts.HeadSolution`
+    solution: "_restarts.HeadSolution | None" = None
+    #: after ``fit`` with a prompt config: the converged head it started from (a tuner; ``None`` for a fresh
+    #: head), every run (:class:`~hmmlib.adapt._restarts.Restart`) and the index of the one kept
+    start_head: "Tuner | None" = None
+    restarts: "list[_restarts.Restart] | None" = None
+    best_restart: int | None = None
 
     def __init__(self, cfg: TuneConfig, accepts: tuple[type, ...]):
         super().__init__()
@@ -50,6 +67,26 @@ class Tuner(nn.Module):
     def _frozen(self, name: str, model: Any) -> None:
         """Keep ``model`` as attribute ``name`` without registering it (not in ``parameters()`` or ``state_dict()``)."""
         self.__dict__[name] = model
+        self.__dict__["_wrapped"] = model
+
+    def head_tuner(self) -> "Tuner":
+        """A converged-head tuner (:class:`~hmmlib.adapt.HeadConfig`) on the same frozen model, reading the same
+        positions, with this config's ``l2_grid``: where a prompt starts (``head_init="converged"``)."""
+        cfg = self.cfg
+        return type(self)(self._wrapped, HeadConfig(l2_grid=cfg.l2_grid, eval_batch_size=cfg.eval_batch_size,
+                                                    max_positions=getattr(cfg, "max_positions", None)))
+
+    def _new_head(self, num_symbols: int, device: torch.device, dtype: torch.dtype | None = None) -> nn.Linear:
+        """``nn.Linear(V, 2)`` with its init drawn from the global RNG, on ``device``; a converged head's lives
+        in float64 on the CPU, its solver's arithmetic."""
+        head = nn.Linear(num_symbols, 2)
+        if _restarts.solves_head(self.cfg):
+            return head.to(torch.float64)
+        return head.to(device=device, dtype=dtype)
+
+    def _init_trainable(self, seed: int) -> None:
+        """Draw the trainable parts afresh with ``seed`` (what the constructor does with ``cfg.seed``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-draw its parameters (no restarts).")
 
     # -- what subclasses provide
     def _prepare(self, dataset) -> dict[str, torch.Tensor]:
@@ -73,7 +110,10 @@ class Tuner(nn.Module):
     @property
     def num_trainable_parameters(self) -> int:
         """Numbers optimised by ``fit`` (for a reparametrised prefix: embedding + MLP + head): counted when
-        ``fit`` ran (an MLP dropped afterwards still counts), before that the ones it would optimise."""
+        ``fit`` ran (an MLP dropped afterwards still counts), before that the ones it would optimise. A converged
+        head trains ``V + 1``: the class-1 row and bias (class 0's logit is 0; the other ``V + 1`` are redundant)."""
+        if _restarts.solves_head(self.cfg):
+            return self.head.weight.shape[1] + 1
         trained = self.__dict__.get("_num_trained")
         return trained if trained is not None else sum(p.numel() for p in self.trainable_parameters())
 
@@ -106,9 +146,11 @@ class Tuner(nn.Module):
         return adamw(groups, cfg.lr, cfg.weight_decay)
 
     def fit(self, train, val=None) -> list[dict[str, float]]:
-        """Train on ``train`` (a task dataset); returns the history, one entry every ``log_every`` steps and at
-        the end: ``step``, ``epoch``, ``lr``, ``train_loss`` (mean over the steps since the last entry) and,
-        with ``val``, ``val_accuracy``/``val_loss``."""
+        """Train on ``train`` (a task dataset) as the config says (module docstring); ``val`` chooses a converged
+        head's penalty and a prompt's restart, so those need it (unless there is one penalty / one run). Returns
+        the history: for the AdamW loop one entry every ``log_every`` steps and at the end: ``step``, ``epoch``,
+        ``lr``, ``train_loss`` (mean over the steps since the last entry) and, with ``val``,
+        ``val_accuracy``/``val_loss`` (a prompt: the kept run's); for a converged head one entry per penalty."""
         cfg = self.cfg
         labels = getattr(train, "y", None)
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
@@ -121,6 +163,15 @@ class Tuner(nn.Module):
                                    "needs examples of both classes 0 and 1 to learn anything (its best fit predicts "
                                    "the one class). Draw the task again (paper_task_and_splits redraws single-class "
                                    "tasks) or use a larger training split.")
+        if _restarts.solves_head(cfg):
+            return _restarts.fit_converged_head(self, train, val)
+        if hasattr(cfg, "restarts"):
+            return _restarts.fit_prompt(self, train, val)
+        return self._train(train, val, cfg.seed)
+
+    def _train(self, train, val, seed: int) -> list[dict[str, float]]:
+        """The AdamW loop of :meth:`fit`, its minibatches drawn with ``seed``."""
+        cfg = self.cfg
         data = self._prepare(train)
         y = data["y"]
         n = y.shape[0]
@@ -132,7 +183,7 @@ class Tuner(nn.Module):
         total = cfg.num_steps if cfg.num_steps is not None else cfg.num_epochs * per_epoch
         opt = self._optimizer(params)
         sched = lr_scheduler(opt, total, cfg.warmup_steps, cfg.schedule)
-        g = torch.Generator().manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(seed)
         history: list[dict[str, float]] = []
         running, count = torch.zeros((), device=self.device), 0
         with self._train_mode():
@@ -183,7 +234,10 @@ class Tuner(nn.Module):
     # -- evaluation
     @torch.no_grad()
     def logits(self, dataset) -> torch.Tensor:
-        """The head's ``(N, 2)`` logits on ``dataset`` (no gradients)."""
+        """The head's ``(N, 2)`` logits on ``dataset`` (no gradients); a converged head's in float64 on the CPU,
+        the solver's own arithmetic (:func:`hmmlib.adapt.logistic.head_predictions`)."""
+        if _restarts.solves_head(self.cfg):
+            return _restarts.converged_logits(self, dataset)
         data = self._prepare(dataset)
         n, bs = data["y"].shape[0], self.cfg.eval_batch_size
         out = [self._logits(data, torch.arange(s, min(n, s + bs), device=self.device)) for s in range(0, n, bs)]
@@ -204,7 +258,7 @@ class Tuner(nn.Module):
         are evaluated."""
         _check_labels(getattr(dataset, "y", None), "evaluation")
         logits = self.logits(dataset)
-        y = dataset.y.to(self.device)
+        y = dataset.y.to(logits.device)
         return {"accuracy": float((logits.argmax(1) == y).double().mean()),
                 "majority_rate": float(dataset.majority_rate),
                 "loss": float(F.cross_entropy(logits, y)),

@@ -2,6 +2,13 @@
 
 Every config is a frozen dataclass; change one with :meth:`TuneConfig.replace` (``dataclasses.replace``).
 
+The defaults are the book's methods: a :class:`HeadConfig` head is logistic regression on the frozen features,
+solved to convergence with the penalty chosen on validation data (``solver="newton"``); a prompt starts from that
+head and keeps the best of ``restarts`` runs on validation data (``head_init="converged"``). The paper's
+protocols are labelled choices: ``HeadConfig.paper()`` / ``HeadConfig.adamw(...)`` (AdamW on the
+cross-entropy) and ``PromptTuningConfig.paper()`` / ``FakeTokenPromptConfig.paper()`` (20 vectors from real
+symbols, a fresh head, one run, the paper's optimiser).
+
 ===========================  ==================  ==========================================
 config                       model               what is trained
 ===========================  ==================  ==========================================
@@ -18,9 +25,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 from .. import _validate as check
+from .logistic import L2_GRID
 
 __all__ = ["TuneConfig", "HeadConfig", "FakeTokenPromptConfig", "PromptTuningConfig", "PrefixTuningConfig",
-           "FineTuningConfig", "PAPER_TUNING"]
+           "FineTuningConfig", "PAPER_TUNING", "PAPER_PROMPT"]
 
 #: The paper's finetuning hyperparameters (``src/run_finetune_seed.sh``, digest section 4.9): AdamW
 #: (default betas, no weight decay), lr 0.01 with 500 warmup steps then linear decay, 100 epochs of
@@ -28,6 +36,10 @@ __all__ = ["TuneConfig", "HeadConfig", "FakeTokenPromptConfig", "PromptTuningCon
 #: 20 soft-prompt vectors (``--prefix_len 20``, section 4.7).
 PAPER_TUNING: dict[str, Any] = dict(lr=0.01, num_epochs=100, batch_size=128, weight_decay=0.0, warmup_steps=500,
                                     schedule="linear", grad_clip=1.0, seed=42)
+
+#: The paper's prompt protocol beyond :data:`PAPER_TUNING` (digest sections 4.7-4.9): 20 vectors initialised
+#: from the embedding rows of random symbols, a freshly initialised head, one run.
+PAPER_PROMPT: dict[str, Any] = dict(prompt_len=20, init="tokens", head_init="random", restarts=1)
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class TuneConfig:
     """
 
     method: ClassVar[str] = "base"
+    #: fields that :meth:`paper` sets beyond :data:`PAPER_TUNING`
+    paper_protocol: ClassVar[dict[str, Any]] = {}
 
     lr: float = 1e-2
     num_epochs: int = 100
@@ -74,8 +88,9 @@ class TuneConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> "TuneConfig":
-        """The paper's finetuning hyperparameters (:data:`PAPER_TUNING`), with ``overrides``."""
-        return cls(**{**PAPER_TUNING, **overrides})
+        """The paper's protocol: its finetuning hyperparameters (:data:`PAPER_TUNING`) and the class's
+        :attr:`paper_protocol`, with ``overrides``."""
+        return cls(**{**PAPER_TUNING, **cls.paper_protocol, **overrides})
 
     def replace(self, **changes: Any) -> "TuneConfig":
         """A copy with ``changes`` (``dataclasses.replace``, validated again)."""
@@ -91,6 +106,39 @@ class _FrozenLMMixin:
     the paper: 80); ``None``: all of the model's ``max_len``. See :class:`hmmlib.lm.inputs.InputLayout`."""
 
     max_positions: int | None = None
+
+
+@dataclass(frozen=True)
+class _ConvergedHeadMixin:
+    """``l2_grid``: the penalties :math:`\\lambda` of the converged head (logistic regression on the frozen
+    features, :mod:`hmmlib.adapt.logistic`); the one with the best validation accuracy is kept (ties: the larger)."""
+
+    l2_grid: tuple[float, ...] = L2_GRID
+
+    def _check_l2_grid(self) -> None:
+        name, grid = type(self).__name__, self.l2_grid
+        if isinstance(grid, (str, bytes)) or not hasattr(grid, "__iter__") or len(tuple(grid)) == 0:
+            raise ValueError(f"{name}.l2_grid must be a non-empty tuple of penalties > 0; got {grid!r}.")
+        for v in grid:
+            check.finite_number(f"{name}.l2_grid", v, low=0, strict=True)
+        object.__setattr__(self, "l2_grid", tuple(float(v) for v in grid))
+
+
+@dataclass(frozen=True)
+class _RestartsMixin(_ConvergedHeadMixin):
+    """How a prompt run starts and how many run: ``head_init="converged"`` starts the head at the converged
+    head of the frozen model (:class:`HeadConfig` with this ``l2_grid``), ``"random"`` at ``nn.Linear``'s
+    init (the paper); ``restarts`` runs, run ``r`` seeded with ``sub_seed(seed, r)`` (prompt init, init
+    tokens and minibatches), the one with the best validation accuracy kept (ties: the earliest)."""
+
+    head_init: str = "converged"
+    restarts: int = 3
+
+    def _check_restarts(self) -> None:
+        name = type(self).__name__
+        check.one_of(f"{name}.head_init", self.head_init, ("converged", "random"))
+        check.positive_int(f"{name}.restarts", self.restarts)
+        self._check_l2_grid()
 
 
 def _check_init(cfg: Any, length: int) -> None:
@@ -109,24 +157,44 @@ def _check_init(cfg: Any, length: int) -> None:
 
 
 @dataclass(frozen=True)
-class HeadConfig(_FrozenLMMixin, TuneConfig):
+class HeadConfig(_FrozenLMMixin, _ConvergedHeadMixin, TuneConfig):
     """Head tuning: ``nn.Linear(V, 2)`` on the frozen model's output at the ``[MASK]`` (ideal model: ``G(x)``;
-    the attention head: the outputs at every position). ``max_positions`` applies to a transformer only."""
+    the attention head: the outputs at every position). ``max_positions`` applies to a transformer only.
+
+    ``solver="newton"`` (the default): the features are computed once and the head is the minimiser of the
+    penalised log-loss (:func:`hmmlib.adapt.logistic.logistic_path`) at each penalty of ``l2_grid``, the one
+    with the best validation accuracy kept; the optimisation fields (``lr``, ``num_steps``, ...) are unused.
+    ``solver="adamw"``: those fields' AdamW run on the cross-entropy (the paper's optimiser:
+    :meth:`paper`; any other: :meth:`adamw`). The attention head is not a linear head on fixed features and
+    takes ``"adamw"`` only."""
 
     method: ClassVar[str] = "head"
+    paper_protocol: ClassVar[dict[str, Any]] = {"solver": "adamw"}
+
+    solver: str = "newton"
+
+    @classmethod
+    def adamw(cls, **fields: Any) -> "HeadConfig":
+        """A head trained by AdamW with ``fields`` (``HeadConfig(solver="adamw", **fields)``)."""
+        return cls(**{"solver": "adamw", **fields})
 
     def __post_init__(self) -> None:
         TuneConfig.__post_init__(self)
         check.positive_int("HeadConfig.max_positions", self.max_positions, allow_none=True)
+        check.one_of("HeadConfig.solver", self.solver, ("newton", "adamw"))
+        self._check_l2_grid()
 
 
 @dataclass(frozen=True)
-class FakeTokenPromptConfig(TuneConfig):
+class FakeTokenPromptConfig(_RestartsMixin, TuneConfig):
     """Prompt tuning on the ideal model: ``prompt_len`` fake tokens with learnable non-negative emission rows
     ``u = positivity(theta)`` (``"exp"`` or ``"softplus"``), trained with the head. ``init="random"``:
-    ``theta ~ N(0, 1)``; ``"tokens"``: the emission rows of real symbols ``init_tokens`` (default: drawn with ``seed``)."""
+    ``theta ~ N(0, 1)``; ``"tokens"``: the emission rows of real symbols ``init_tokens`` (default: drawn with the
+    run's seed). ``head_init``, ``restarts``, ``l2_grid``: see :class:`_RestartsMixin` (default: from the
+    converged head, best of 3 on validation data); :meth:`paper`: the paper's protocol (:data:`PAPER_PROMPT`)."""
 
     method: ClassVar[str] = "prompt"
+    paper_protocol: ClassVar[dict[str, Any]] = PAPER_PROMPT
 
     prompt_len: int = 1
     init: str = "random"
@@ -138,15 +206,21 @@ class FakeTokenPromptConfig(TuneConfig):
         check.positive_int("FakeTokenPromptConfig.prompt_len", self.prompt_len)
         check.one_of("FakeTokenPromptConfig.positivity", self.positivity, ("exp", "softplus"))
         _check_init(self, self.prompt_len)
+        self._check_restarts()
 
 
 @dataclass(frozen=True)
-class PromptTuningConfig(_FrozenLMMixin, TuneConfig):
+class PromptTuningConfig(_FrozenLMMixin, _RestartsMixin, TuneConfig):
     """Prompt tuning of a frozen transformer: ``prompt_len`` input vectors before the ``[MASK]``, trained with the
     head. ``init="random"``: ``N(0, init_std^2)`` (the model's own init); ``"tokens"``: the embeddings of real
-    symbols ``init_tokens``. ``prompt_lr_scale`` multiplies the prompt's learning rate (the paper's exp. 2: 10)."""
+    symbols ``init_tokens`` (default: drawn with the run's seed). ``prompt_lr_scale`` multiplies the prompt's
+    learning rate (the paper's exp. 2: 10). ``head_init``, ``restarts``, ``l2_grid``: see
+    :class:`_RestartsMixin` (default: from the converged head, best of 3 on validation data); :meth:`paper`: the
+    paper's protocol (:data:`PAPER_PROMPT`: 20 vectors from embedding rows, a fresh head, lr 0.01, 100 epochs,
+    one run)."""
 
     method: ClassVar[str] = "prompt"
+    paper_protocol: ClassVar[dict[str, Any]] = PAPER_PROMPT
 
     prompt_len: int = 1
     init: str = "random"
@@ -161,6 +235,7 @@ class PromptTuningConfig(_FrozenLMMixin, TuneConfig):
         check.finite_number("PromptTuningConfig.init_std", self.init_std, low=0, strict=True)
         check.finite_number("PromptTuningConfig.prompt_lr_scale", self.prompt_lr_scale, low=0, strict=True)
         _check_init(self, self.prompt_len)
+        self._check_restarts()
 
 
 @dataclass(frozen=True)

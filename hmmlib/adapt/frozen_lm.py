@@ -24,6 +24,7 @@ from torch import nn
 
 from ..lm.inputs import InputLayout
 from ..lm.transformer import Transformer
+from ._restarts import run_seed
 from .base import Tuner
 from .configs import FineTuningConfig, HeadConfig, PrefixTuningConfig, PromptTuningConfig
 from .prefix import PrefixEncoder, prefix_from_tokens, soft_prompt_from_tokens, token_ids
@@ -53,10 +54,16 @@ class TransformerTuner(Tuner):
         self.num_frozen_parameters = 0 if isinstance(cfg, FineTuningConfig) else sum(p.numel() for p in model.parameters())
         virtual = getattr(cfg, "prompt_len", 0) + getattr(cfg, "prefix_len", 0)
         self.layout = InputLayout(mc, virtual, cfg.max_positions)
-        self.init_token_ids = self._init_tokens(model)
+        self._init_trainable(run_seed(cfg))
+
+    def _init_trainable(self, seed: int) -> None:
+        """The head (``nn.Linear``'s init) and the method's trainable part, drawn with ``seed``."""
+        cfg, model = self.cfg, self.model
+        mc = model.cfg
+        self.init_token_ids = self._init_tokens(model, seed)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            self.head = nn.Linear(mc.num_symbols, 2).to(self.device)   # registered first: the optimizer's order
+            torch.manual_seed(seed)
+            self.head = self._new_head(mc.num_symbols, self.device)   # registered first: the optimizer's order
             self.prompt: nn.Parameter | None = None
             self.prefix: PrefixEncoder | None = None
             if isinstance(cfg, FineTuningConfig):
@@ -69,14 +76,14 @@ class TransformerTuner(Tuner):
                 kv = None if self.init_token_ids is None else prefix_from_tokens(model, self.init_token_ids)
                 self.prefix = PrefixEncoder(mc, cfg.prefix_len, cfg.mlp_hidden, kv, cfg.init_std).to(self.device)
 
-    def _init_tokens(self, model: Transformer) -> torch.Tensor | None:
+    def _init_tokens(self, model: Transformer, seed: int) -> torch.Tensor | None:
         cfg = self.cfg
         if getattr(cfg, "init", "random") != "tokens":
             return None
         if cfg.init_tokens is not None:
             return token_ids(cfg.init_tokens, model)
         n = cfg.prompt_len if isinstance(cfg, PromptTuningConfig) else cfg.prefix_len
-        g = torch.Generator().manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(seed)
         return torch.randint(model.cfg.num_symbols, (n,), generator=g).to(self.device)
 
     @property

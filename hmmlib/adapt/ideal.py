@@ -22,6 +22,7 @@ from torch import nn
 
 from . import theory
 from ..hmm.model import HMM
+from ._restarts import run_seed
 from .base import Tuner
 from .configs import FakeTokenPromptConfig, FineTuningConfig, HeadConfig, PrefixTuningConfig, PromptTuningConfig
 
@@ -84,13 +85,18 @@ class IdealTuner(Tuner):
         self._frozen("hmm", hmm)
         self.device, self.dtype = hmm.device, hmm.dtype
         self.num_frozen_parameters = sum(t.numel() for t in (hmm.pi, hmm.A, hmm.W))
-        V, K = hmm.num_symbols, hmm.num_states
         self.init_token_ids: torch.Tensor | None = None
         self.theta: nn.Parameter | None = None
-        self._ratio = None
+        self._ratio = _prior_ratio(hmm, cfg.prompt_len) if isinstance(cfg, FakeTokenPromptConfig) else None
+        self._init_trainable(run_seed(cfg))
+
+    def _init_trainable(self, seed: int) -> None:
+        """The head (``nn.Linear``'s init) and, for a prompt, ``theta``, drawn with ``seed``."""
+        cfg, hmm = self.cfg, self.hmm
+        V, K = hmm.num_symbols, hmm.num_states
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            self.head = nn.Linear(V, 2).to(device=self.device, dtype=self.dtype)
+            torch.manual_seed(seed)
+            self.head = self._new_head(V, self.device, self.dtype)
             if isinstance(cfg, FakeTokenPromptConfig):
                 if cfg.init == "tokens":
                     if cfg.init_tokens is not None:
@@ -98,14 +104,13 @@ class IdealTuner(Tuner):
                         if int(ids.max()) >= V:
                             raise ValueError(f"init_tokens must be symbols in [0, {V}); got {list(cfg.init_tokens)}.")
                     else:
-                        g = torch.Generator().manual_seed(cfg.seed)
+                        g = torch.Generator().manual_seed(seed)
                         ids = torch.randint(V, (cfg.prompt_len,), generator=g)
                     self.init_token_ids = ids.to(self.device)
                     theta = _inverse_positivity(hmm.W[self.init_token_ids], cfg.positivity)  # a real symbol's row
                 else:
                     theta = torch.randn(cfg.prompt_len, K, dtype=self.dtype).to(self.device)
                 self.theta = nn.Parameter(theta.detach().clone())
-                self._ratio = _prior_ratio(hmm, cfg.prompt_len)
 
     @property
     def prompt_rows(self) -> torch.Tensor | None:

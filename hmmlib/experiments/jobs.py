@@ -29,9 +29,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..adapt.api import tune_and_evaluate
+from ..adapt.api import make_tuner, tune_and_evaluate
 from ..adapt.configs import HeadConfig
-from ..adapt.restarts import converged_head, frozen_features, prompt_from_converged_head
 from ..adapt.tasks import paper_task_and_splits, sub_seed
 from ..hmm.generators import paper_hmm
 from ..hmm.inference import masked_conditional
@@ -186,32 +185,30 @@ def _metrics(res: dict, *, trainable: int, total: int, pos0_tv: float | None, ex
             "extra": extra}
 
 
-def _head_extra(ch: dict) -> dict:
-    info = ch["info"]
-    return {"l2": info.l2, "objective": info.objective, "grad_norm": info.grad_norm, "iterations": info.iterations,
-            "converged": bool(info.converged), "val_by_l2": {f"{k:.0e}": v for k, v in ch["val_by_l2"].items()},
-            "test_by_l2": {f"{k:.0e}": v for k, v in ch["accuracy_by_l2"]["test"].items()}}
-
-
-def _prompt_extra(pr: dict) -> dict:
-    return {"best_restart": pr["best"], "disagreement": pr["disagreement"], "test_spread": pr["test_spread"],
-            "restart_val": [r["val"]["accuracy"] for r in pr["restarts"]],
-            "restart_test": [r["test"]["accuracy"] for r in pr["restarts"]],
-            "head_test_accuracy": pr["head"]["test"]["accuracy"] if "head" in pr else None}
-
-
-def _prompt_job(model, tc, splits: dict, grid: ReproGrid, head: dict, *, pos0_tv, extra: dict) -> dict:
-    """Metrics of prompt tuning started from the converged ``head``, ``grid.prompt_restarts`` restarts."""
-    pr = prompt_from_converged_head(model, tc, splits, num_restarts=grid.prompt_restarts,
-                                    head=(head["weight"], head["bias"]))
-    return _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"], pos0_tv=pos0_tv,
-                    extra={**extra, **_prompt_extra(pr), "head_test_accuracy": head["test"]["accuracy"]})
+def _tune_job(model, tc, splits: dict, *, pos0_tv, extra: dict) -> dict:
+    """Metrics of :func:`~hmmlib.adapt.tune_and_evaluate` with ``tc``; a converged head adds its penalty path, a
+    prompt its restarts and the converged head it started from."""
+    r = tune_and_evaluate(model, tc, splits)
+    extra = dict(extra)
+    if "head" in r:
+        h = r["head"]
+        extra.update({k: h[k] for k in ("l2", "objective", "grad_norm", "iterations")}, converged=bool(h["converged"]),
+                     val_by_l2={f"{k:.0e}": v for k, v in h["accuracy_by_l2"]["val"].items()},
+                     test_by_l2={f"{k:.0e}": v for k, v in h["accuracy_by_l2"]["test"].items()})
+    if "restarts" in r:
+        start = r["start_head"]
+        extra.update(best_restart=r["best_restart"], disagreement=r["disagreement"], test_spread=r["test_spread"],
+                     restart_val=[x["val"]["accuracy"] for x in r["restarts"]],
+                     restart_test=[x["test"]["accuracy"] for x in r["restarts"]],
+                     head_test_accuracy=None if start is None else start["test"]["accuracy"])
+    return _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0_tv,
+                    extra=extra)
 
 
 def _pos0_test_tv(model, hmm, test, max_positions: int | None) -> float:
     """Mean TV between the model's ``[MASK]`` distribution and the exact :math:`G` given the same
     (truncated) tokens, on the test inputs."""
-    q = frozen_features(model, test, max_positions).double()
+    q = make_tuner(model, HeadConfig(max_positions=max_positions)).features(test).detach().cpu().double()
     n = InputLayout(model.cfg, 0, max_positions).max_tokens
     p = masked_conditional(hmm, test.x[:, :n]).double().cpu()
     return float(0.5 * (p - q).abs().sum(1).mean())
@@ -243,58 +240,39 @@ def _b1_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device) -> list
     seeds = {"hmm": s, "task": task_seed, "task_tries": tries}
     base_cfg = {"split_sizes": list(split_sizes), "seq_len": sz.seq_len, "num_symbols": NUM_SYMBOLS}
     out = []
-    model, pos0, pre_cfg, ch_ideal, ch_trained = None, None, {}, None, None
+    model, pos0, pre_cfg = None, None, {}
     for m in unit.methods:
         t0, c0 = time.perf_counter(), time.process_time()
         cfg: dict = dict(base_cfg)
-        if m.startswith("ideal") or m == "closed_form":
-            n_total = _hmm_param_count(hmm)
-            if m == "ideal_head" or (m == "ideal_prompt" and ch_ideal is None):
-                ch_ideal = ch_ideal or converged_head(hmm, splits)
-            if m == "ideal_head":
-                met = _metrics(ch_ideal, trainable=ch_ideal["parameters"]["trainable"],
-                               total=n_total + ch_ideal["parameters"]["trainable"], pos0_tv=None,
-                               extra=_head_extra(ch_ideal))
-            elif m == "ideal_head_adamw":
-                tc = sz.tune_config("head", "ideal", seed=s)
-                r = tune_and_evaluate(hmm, tc, splits)
+        if m == "closed_form":  # b = (W^+)^T mu
+            res = {k: {"accuracy": closed_form_accuracy(hmm, task, ds), "majority_rate": ds.majority_rate}
+                   for k, ds in splits.items()}
+            met = _metrics(res, trainable=0, total=_hmm_param_count(hmm), pos0_tv=None,
+                           extra=closed_form_extra(hmm, task))
+        elif m.startswith("ideal"):
+            tc = {"ideal_head": sz.tune_config("head", "ideal", seed=s),
+                  "ideal_head_adamw": sz.tune_config("head", "ideal", seed=s, solver="adamw"),
+                  "ideal_prompt": sz.tune_config("prompt", "ideal", seed=s, restarts=grid.prompt_restarts)}[m]
+            if m != "ideal_head":  # the converged head's records carry its path, not its config
                 cfg["tune"] = tc.to_dict()
-                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=None,
-                               extra={})
-            elif m == "ideal_prompt":
-                tc = sz.tune_config("prompt", "ideal", seed=s)
-                cfg["tune"] = tc.to_dict()
-                met = _prompt_job(hmm, tc, splits, grid, ch_ideal, pos0_tv=None, extra={})
-            else:  # closed_form: b = (W^+)^T mu
-                res = {k: {"accuracy": closed_form_accuracy(hmm, task, ds), "majority_rate": ds.majority_rate}
-                       for k, ds in splits.items()}
-                met = _metrics(res, trainable=0, total=n_total, pos0_tv=None, extra=closed_form_extra(hmm, task))
+            met = _tune_job(hmm, tc, splits, pos0_tv=None, extra={})
         else:
             if model is None:
                 res_pt, pos0, pre_cfg = _pretrained(hmm, preset, s, cache, device)
                 model = res_pt.model
-                n_model = sum(p.numel() for p in model.parameters())
                 head_pos = sz.tune_config("head", "transformer").max_positions
                 pos0_test = _pos0_test_tv(model, hmm, splits["test"], head_pos)
                 t0, c0 = time.perf_counter(), time.process_time()  # job time excludes the shared pretraining
             cfg.update({k: v for k, v in pre_cfg.items() if not k.startswith("pretrain_")})
-            extra: dict = {"pos0_tv_test": pos0_test}
-            if m == "head" or (m == "prompt" and ch_trained is None):
-                ch_trained = ch_trained or converged_head(model, splits, max_positions=head_pos)
             if m == "head":
-                met = _metrics(ch_trained, trainable=ch_trained["parameters"]["trainable"],
-                               total=n_model + ch_trained["parameters"]["trainable"], pos0_tv=pos0,
-                               extra={**extra, **_head_extra(ch_trained)})
+                tc = sz.tune_config("head", "transformer", seed=s)
             elif m == "prompt":
-                tc = sz.tune_config("prompt", "transformer", seed=s)
-                cfg["tune"] = tc.to_dict()
-                met = _prompt_job(model, tc, splits, grid, ch_trained, pos0_tv=pos0, extra=extra)
+                tc = sz.tune_config("prompt", "transformer", seed=s, restarts=grid.prompt_restarts)
             else:
                 tc = _paper_head(s, head_pos) if m == "head_paper" else sz.tune_config(m, "transformer", seed=s)
-                r = tune_and_evaluate(model, tc, splits)
+            if m != "head":
                 cfg["tune"] = tc.to_dict()
-                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
-                               extra=extra)
+            met = _tune_job(model, tc, splits, pos0_tv=pos0, extra={"pos0_tv_test": pos0_test})
         out.append((m, met, cfg, seeds, time.perf_counter() - t0, time.process_time() - c0))
     return out, pre_cfg.get("pretrain_s"), pre_cfg.get("pretrain_cpu_s")
 
@@ -342,24 +320,16 @@ def _b3_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
             met = _metrics(res, trainable=tuner.num_trainable_parameters, total=tuner.num_total_parameters,
                            pos0_tv=pos0, extra={})
         elif m == "ideal_vanilla_head":
-            ch = converged_head(van, vsplits)
-            met = _metrics(ch, trainable=ch["parameters"]["trainable"],
-                           total=_hmm_param_count(van) + ch["parameters"]["trainable"], pos0_tv=None,
-                           extra=_head_extra(ch))
+            met = _tune_job(van, HeadConfig(), vsplits, pos0_tv=None, extra={})
         else:
             model, pos0, pcfg = trained("vanilla")
             cfg.update(pcfg)
             if m == "vanilla_head":
-                ch = converged_head(model, vsplits, max_positions=tc.max_positions)
-                met = _metrics(ch, trainable=ch["parameters"]["trainable"],
-                               total=sum(p.numel() for p in model.parameters()) + ch["parameters"]["trainable"],
-                               pos0_tv=pos0, extra=_head_extra(ch))
+                met = _tune_job(model, HeadConfig(max_positions=tc.max_positions), vsplits, pos0_tv=pos0, extra={})
             else:
                 tcp = _paper_head(s, tc.max_positions)
-                r = tune_and_evaluate(model, tcp, vsplits)
                 cfg["tune"] = tcp.to_dict()
-                met = _metrics(r, trainable=r["parameters"]["trainable"], total=r["parameters"]["total"], pos0_tv=pos0,
-                               extra={})
+                met = _tune_job(model, tcp, vsplits, pos0_tv=pos0, extra={})
         dt = time.perf_counter() - t0 - (pre[0] - p0[0])  # job time excludes the pretraining
         out.append((m, met, cfg, seeds, dt, time.process_time() - c0 - (pre[1] - p0[1])))
     return out, pre[0], pre[1]

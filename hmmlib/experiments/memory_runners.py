@@ -24,8 +24,9 @@ from ..memory.inference import masked_state_posteriors, memory_posterior
 from ..memory.tasks import memory_task_and_splits
 from .presets import Preset
 from .runners import pretrained_for
+from ..adapt.api import tune_and_evaluate
+from ..adapt.configs import HeadConfig
 from ..adapt.tasks import paper_task_and_splits
-from ..adapt.restarts import converged_head
 
 __all__ = ["PAPER_FIG_B3", "PAPER_FIG_A2", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]
@@ -177,7 +178,7 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
     r"""Memory HMM + attention head against vanilla HMM (``paper_hmm(4 n_mem)``) + linear head at position 0.
 
     The attention head is trained (AdamW, ``preset.memory``'s recipe); the linear head is logistic
-    regression on frozen features, solved to convergence (:func:`hmmlib.adapt.restarts.converged_head`,
+    regression on frozen features, solved to convergence (:class:`~hmmlib.adapt.HeadConfig`'s default,
     penalty chosen on the validation split).
 
     Ideal model: the attention head reads the exact :math:`P(X_t\mid x_{-t})`, the linear head the exact
@@ -199,7 +200,7 @@ def memory_vs_vanilla(preset: Preset, num_values: int, seed: int = 0, *, trained
         models = [pretrained_for(h, preset, device=device, progress=progress).model for h in (to_hmm(mem), van)]
         att, lin_model = AttentionHeadTuner(models[0], cfg), models[1]
     att.fit(msplits["train"])
-    lin = converged_head(lin_model, vsplits, max_positions=None if not trained else cfg.max_positions)
+    lin = tune_and_evaluate(lin_model, HeadConfig(max_positions=cfg.max_positions if trained else None), vsplits)
     m, v = att.evaluate(msplits["test"]), lin["test"]
     return MemoryRow(num_values, sz.num_syntax * num_values, seed, "trained" if trained else "ideal",
                      m["accuracy"], m["majority_rate"], v["accuracy"], v["majority_rate"],

@@ -89,6 +89,8 @@ class TuningSizes:
         ideal: ``{"head": HeadConfig, "prompt": FakeTokenPromptConfig}`` on the ideal model.
         transformer: ``{"head", "prompt", "prefix", "finetune"}`` configs on the trained masked LM; their
             ``max_positions`` is how many positions the model reads (the pretraining length, or the paper's 80).
+            The head is the converged one and the prompt starts from it (best of 3 on validation data); the
+            heads' optimisation fields are what ``tune_config("head", model, solver="adamw")`` trains with AdamW.
         transformer_num_states: HMM sizes tuned on the trained masked LM (the pretraining sweep's models).
         transformer_num_seeds: tasks per size on the trained model (one HMM per size).
         transformer_split_sizes: train/val/test examples for the trained model.
@@ -124,7 +126,7 @@ class MemorySizes:
         num_syntax: syntax states (the paper's 4); num_symbols: vocabulary (10).
         num_seeds: memory HMMs (and tasks) per size on the ideal model; seed ``s`` draws both.
         split_sizes: train/val/test examples (the paper's 5000/500/1000); seq_len: tokens per example.
-        head: the :class:`HeadConfig` of every head (attention and linear); its ``max_positions`` is what
+        head: the :class:`HeadConfig` (AdamW) of the attention head; its ``max_positions`` is what
             a trained model reads, ``[MASK]`` included (the paper: 80, i.e. 79 of 128 tokens).
         transformer_num_values: memory sizes also run on trained masked LMs (one seed; two pretrainings each).
         theorem_num_seqs, theorem_seq_len: examples of the numerical checks of the theorem.
@@ -213,7 +215,7 @@ _PRESETS: dict[str, Preset] = {
                            eval_every=100, eval_num_seqs=128, num_states_sweep=(4, 10)),
         memory=MemorySizes(num_values_sweep=(2, 3), num_syntax=4, num_symbols=10, num_seeds=1,
                            split_sizes=(400, 100, 400), seq_len=64,
-                           head=HeadConfig(lr=1e-2, num_steps=300, batch_size=128, warmup_steps=30, log_every=10**9,
+                           head=HeadConfig.adamw(lr=1e-2, num_steps=300, batch_size=128, warmup_steps=30, log_every=10**9,
                                            max_positions=32),
                            transformer_num_values=(3,), theorem_num_seqs=200, theorem_seq_len=32,
                            sharpening_lengths=(1, 2, 4, 8, 16, 32)),
@@ -231,7 +233,7 @@ _PRESETS: dict[str, Preset] = {
                            eval_every=100, eval_num_seqs=512, num_states_sweep=(4, 10, 30)),
         memory=MemorySizes(num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=2,
                            split_sizes=(2000, 200, 1000), seq_len=128,
-                           head=HeadConfig(lr=1e-2, num_steps=1000, batch_size=128, warmup_steps=100, log_every=10**9,
+                           head=HeadConfig.adamw(lr=1e-2, num_steps=1000, batch_size=128, warmup_steps=100, log_every=10**9,
                                            max_positions=64),
                            transformer_num_values=(3, 7), theorem_num_seqs=1000, theorem_seq_len=32,
                            sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128)),
@@ -251,7 +253,7 @@ _PRESETS: dict[str, Preset] = {
                            eval_num_seqs=1024, num_states_sweep=(4, 8, 10, 12, 15, 25, 30)),
         memory=MemorySizes(num_values_sweep=(2, 3, 5, 7), num_syntax=4, num_symbols=10, num_seeds=5,
                            split_sizes=(5000, 500, 1000), seq_len=128,
-                           head=HeadConfig(lr=1e-2, num_steps=4000, batch_size=128, warmup_steps=500, log_every=10**9,
+                           head=HeadConfig.adamw(lr=1e-2, num_steps=4000, batch_size=128, warmup_steps=500, log_every=10**9,
                                            max_positions=80),
                            transformer_num_values=(2, 3, 5, 7), theorem_num_seqs=2000, theorem_seq_len=32,
                            sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128)),

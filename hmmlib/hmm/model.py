@@ -22,7 +22,7 @@ import torch
 
 from .. import _validate as check
 
-__all__ = ["HMM", "to_hmmlearn_params", "column_tolerance"]
+__all__ = ["HMM", "ParamsMixin", "to_hmmlearn_params", "column_tolerance"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -79,8 +79,28 @@ def check_distribution_columns(name: str, t: torch.Tensor, axis_name: str, tol: 
         )
 
 
+class ParamsMixin:
+    """The symbol count, dtype and device read off the parameters ``W`` and ``pi`` (of :class:`HMM` and
+    :class:`hmmlib.memory.MemoryHMM`, whose tensors share one dtype and device)."""
+
+    pi: torch.Tensor
+    W: torch.Tensor
+
+    @property
+    def num_symbols(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pi.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.pi.device
+
+
 @dataclass(frozen=True, eq=False)
-class HMM:
+class HMM(ParamsMixin):
     """A discrete HMM with column-stochastic parameters (see the module docstring).
 
     Attributes:
@@ -131,18 +151,6 @@ class HMM:
     @property
     def num_states(self) -> int:
         return self.pi.shape[0]
-
-    @property
-    def num_symbols(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pi.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.pi.device
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "HMM":
         """A copy on another device and/or dtype (float32 or float64), values unchanged.

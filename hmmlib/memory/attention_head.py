@@ -134,14 +134,18 @@ class AttentionHeadTuner(Tuner):
     Args:
         source: a :class:`~hmmlib.memory.MemoryHMM` (ideal model: datasets must carry exact
             ``conditionals``) or a masked-LM :class:`~hmmlib.Transformer` (frozen when wrapped).
-        cfg: a :class:`~hmmlib.adapt.HeadConfig` (lr, steps, batch, seed; for a transformer, ``max_positions``:
-            how many positions it reads, ``[MASK]`` included; the paper reads 79 tokens of 128).
+        cfg: a :class:`~hmmlib.adapt.HeadConfig` with ``solver="adamw"`` (lr, steps, batch, seed; for a
+            transformer, ``max_positions``: how many positions it reads, ``[MASK]`` included; the paper reads 79
+            tokens of 128).
         num_heads, head_dim: the head's shape (default: ``V`` heads of dimension 1, the paper's).
     """
 
     def __init__(self, source: MemoryHMM | Transformer, cfg: HeadConfig, *, num_heads: int | None = None,
                  head_dim: int = 1):
         super().__init__(cfg, (HeadConfig,))
+        if cfg.solver != "adamw":
+            raise ValueError("the attention head is not a linear head on fixed features, so it has no converged "
+                             "solve: train it with AdamW, HeadConfig.adamw(...) (solver='adamw').")
         if isinstance(source, MemoryHMM):
             self._frozen("model", None)
             V = source.num_symbols

@@ -34,7 +34,7 @@ import torch
 
 from .._validate import positive_ints, positive_numbers
 from ..hmm.generators import paper_hmm, softmax_temp
-from ..hmm.model import HMM, as_float_tensor, check_distribution_columns, column_tolerance
+from ..hmm.model import HMM, ParamsMixin, as_float_tensor, check_distribution_columns, column_tolerance
 from ..hmm.random import make_generator
 from ..hmm.sampling import FlatCDF
 
@@ -47,7 +47,7 @@ MAX_EQUIVALENT_STATES = 4096
 
 
 @dataclass(frozen=True, eq=False)
-class MemoryHMM:
+class MemoryHMM(ParamsMixin):
     """A memory-augmented HMM with column-stochastic ``pi``, ``A``, ``W`` (see the module docstring).
 
     Attributes:
@@ -119,10 +119,6 @@ class MemoryHMM:
         return self.pi.numel() // self.num_cells
 
     @property
-    def num_symbols(self) -> int:
-        return self.W.shape[0]
-
-    @property
     def num_reader_states(self) -> int:
         """``num_cells * num_syntax_states``: the states of the chain ``(J, S)``."""
         return self.pi.numel()
@@ -131,14 +127,6 @@ class MemoryHMM:
     def num_total_states(self) -> int:
         """Hidden states of the equivalent plain HMM: ``num_values ** num_cells * num_cells * S``."""
         return self.num_values ** self.num_cells * self.num_reader_states
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.pi.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.pi.device
 
     def emissions_of_syntax_state(self, s: int) -> torch.Tensor:
         """``W_s = [W[:, m * S + s]]_m`` ``(num_symbols, num_values)``: what each value emits in syntax state ``s``."""
