@@ -558,3 +558,23 @@ def test_next_token_conditionals_agree_with_hmmlearn(hmmlearn_case):
         denom = _hmmlearn_score(hmm, prefix) if t else 0.0
         want = [math.exp(_hmmlearn_score(hmm, prefix + [v]) - denom) for v in range(V)]
         _close(got[t], want, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("major", [True, False])
+def test_viterbi_threads_change_nothing_and_are_restored(major, monkeypatch):
+    """The Viterbi loop runs on VITERBI_THREADS threads: the same paths and log-probabilities, bit for bit, as on
+    the caller's thread count, which is restored afterwards."""
+    if not major:
+        monkeypatch.setattr(_kernels, "VITERBI_STATE_MAJOR_MAX_K", 0)
+    hmm = hmmlib.dirichlet_hmm(7, 5, seed=3)
+    x, _ = hmmlib.sample(hmm, 300, 90, seed=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        p1, l1 = hmmlib.viterbi(hmm, x)
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(_kernels, "VITERBI_THREADS", None)
+        p2, l2 = hmmlib.viterbi(hmm, x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(p1, p2) and torch.equal(l1, l2)

@@ -630,3 +630,69 @@ def test_load_checkpoint_checks_required_keys(tmp_path):
     assert load_checkpoint(path, ("a", "b"))["a"] == 1
     with pytest.raises(ValueError, match=r"lacks \['c'\]; it was written by another version or another tool"):
         load_checkpoint(path, ("a", "c"))
+
+
+# =========================================================================== the optimised step against references
+def _reference_mask_tokens(tokens, model_cfg, mlm_probability, generator):
+    """BERT's masking written plainly (boolean-index writes), drawing the same random numbers in the same order."""
+    u = torch.rand(tokens.shape + (3,), generator=generator, device=tokens.device)
+    selected = u[..., 0] < mlm_probability
+    if not selected.any():
+        selected[0, 0] = True
+    inputs = tokens.clone()
+    to_mask = selected & (u[..., 1] < 0.8)
+    to_random = selected & ~to_mask & (u[..., 2] < 0.5)
+    inputs[to_mask] = model_cfg.mask_id
+    rand = torch.randint(model_cfg.num_symbols, tokens.shape, generator=generator, device=tokens.device)
+    inputs[to_random] = rand[to_random]
+    return inputs, selected
+
+
+@pytest.mark.parametrize("p", [0.01, 0.15, 0.3, 1.0])
+def test_mask_tokens_equals_the_plain_reference_exactly(p):
+    cfg = TransformerConfig(num_symbols=10, d_model=16, num_layers=1, num_heads=2, max_len=64)
+    tokens = torch.randint(10, (37, 29), generator=torch.Generator().manual_seed(1))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):  # and the generators stay in step
+        a, sa = mask_tokens(tokens, cfg, p, g1)
+        b, sb = _reference_mask_tokens(tokens, cfg, p, g2)
+        assert torch.equal(a, b) and torch.equal(sa, sb)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def _reference_selector(positions, B, n_real, offset):
+    """The boolean-mask selection written plainly: ``y[:, offset:][positions]``."""
+    if positions is None or positions.dtype != torch.bool:
+        return _ORIGINAL_SELECTOR(positions, B, n_real, offset)
+    return lambda y: y[:, offset:][positions]
+
+
+_ORIGINAL_SELECTOR = Transformer._selector
+
+
+@pytest.mark.parametrize("prompt_len", [0, 3])
+def test_mlm_loss_and_gradients_equal_the_plain_selection_bit_for_bit(prompt_len, monkeypatch):
+    """The masked-LM step (loss and every gradient) is the same, bit for bit, as with a plain boolean index."""
+    torch.manual_seed(0)
+    cfg = TransformerConfig(num_symbols=10, d_model=32, num_layers=2, num_heads=4, max_len=48)
+    model = Transformer(cfg)
+    tokens = torch.randint(10, (8, 24), generator=torch.Generator().manual_seed(2))
+    inputs, selected = mask_tokens(tokens, cfg, 0.3, torch.Generator().manual_seed(3))
+    prompt = torch.randn(prompt_len, cfg.d_model) if prompt_len else None
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        logits = model(inputs, prompt=prompt, positions=selected).logits
+        loss = torch.nn.functional.cross_entropy(logits, tokens[selected])
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = loss_and_grads()
+    monkeypatch.setattr(Transformer, "_selector", staticmethod(_reference_selector))
+    ref_loss, ref_grads = loss_and_grads()
+    assert torch.equal(loss, ref_loss)
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    # and the selected rows are those of the full forward pass (to rounding: the last block then multiplies
+    # fewer rows)
+    full = model(inputs, prompt=prompt).logits[selected]
+    torch.testing.assert_close(model(inputs, prompt=prompt, positions=selected).logits, full, atol=1e-5, rtol=1e-5)

@@ -131,12 +131,11 @@ def mask_tokens(tokens: torch.Tensor, model_cfg: TransformerConfig, mlm_probabil
     selected = u[..., 0] < mlm_probability
     if not selected.any():
         selected[0, 0] = True
-    inputs = tokens.clone()
     to_mask = selected & (u[..., 1] < 0.8)
     to_random = selected & ~to_mask & (u[..., 2] < 0.5)
-    inputs[to_mask] = model_cfg.mask_id
     rand = torch.randint(model_cfg.num_symbols, tokens.shape, generator=generator, device=dev)
-    inputs[to_random] = rand[to_random]
+    # elementwise selects instead of boolean-index writes (each of those runs a nonzero()); the same ids
+    inputs = torch.where(to_random, rand, tokens).masked_fill_(to_mask, model_cfg.mask_id)
     return inputs, selected
 
 

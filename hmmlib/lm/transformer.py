@@ -200,11 +200,13 @@ class Transformer(nn.Module):
             raise ValueError(f"tokens must be a tensor of shape (batch, seq_len); got {shape}.")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"tokens must be int64 (or int32) ids; got dtype {tokens.dtype}: convert with tokens.long().")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
-            raise ValueError(
-                f"token ids must be in [0, {self.cfg.vocab_size}) (symbols, [MASK]={self.cfg.mask_id}, "
-                f"[BOS]={self.cfg.bos_id}); got range [{int(tokens.min())}, {int(tokens.max())}]."
-            )
+        if tokens.numel():
+            lo, hi = (int(v) for v in torch.aminmax(tokens))  # one pass (and one sync), not two
+            if lo < 0 or hi >= self.cfg.vocab_size:
+                raise ValueError(
+                    f"token ids must be in [0, {self.cfg.vocab_size}) (symbols, [MASK]={self.cfg.mask_id}, "
+                    f"[BOS]={self.cfg.bos_id}); got range [{lo}, {hi}]."
+                )
         return tokens.to(self.device)
 
     def _check_device(self, name: str, t: torch.Tensor) -> None:
@@ -225,7 +227,9 @@ class Transformer(nn.Module):
         if positions.dtype == torch.bool:
             if positions.shape != (B, n_real):
                 raise ValueError(f"a boolean positions mask must have shape (B, T) = {(B, n_real)}; got {tuple(positions.shape)}.")
-            return lambda y: y[:, offset:][positions]
+            # the row indices once (a boolean index runs nonzero() at every use): row-major order, as y[:, offset:][positions]
+            rows = positions.reshape(-1).nonzero().squeeze(1)
+            return lambda y: y[:, offset:].reshape(-1, y.shape[-1]).index_select(0, rows)
         if positions.dim() != 2 or positions.shape[0] != B or (positions.numel() and (
                 int(positions.min()) < 0 or int(positions.max()) >= n_real)):
             raise ValueError(f"positions must be (B={B}, n) indices in [0, {n_real}); got shape {tuple(positions.shape)}.")
