@@ -56,7 +56,7 @@ class HmmbookGrader(AbstractOtterPlugin):
     def before_execution(self, submission):
         import otter.execute
 
-        otter.execute.pickle = _KernelResultsRefused
+        otter.execute.pickle = _KernelResultsRefused            # restored in after_grading
         if not isinstance(submission, nbformat.NotebookNode):
             return submission
         names, probe_exprs = grading.answer_names(glob.glob("tests/*.py"))
@@ -68,6 +68,11 @@ class HmmbookGrader(AbstractOtterPlugin):
         return submission
 
     def after_grading(self, results):
+        import pickle
+
+        import otter.execute
+
+        otter.execute.pickle = pickle
         answers = grading.read_answers(self._answers_path())
         files = grading.run_tests(glob.glob("tests/*.py"), answers)
         results.results = {tf.name: tf for tf in files}
