@@ -115,6 +115,38 @@ def _zip(dist: Path) -> Path:
     return zips[0]
 
 
+def test_answers_leave_the_kernel_as_data(tmp_path):
+    import numpy as np
+    import torch
+
+    import hmmlib
+    from hmmlib import grading
+
+    h = hmmlib.dirichlet_hmm(3, 4, seed=0)
+    mem = hmmlib.locatable_memory_hmm()
+    env = {"h": h, "mem": mem, "d": {0.5: 12, 0.4: None}, "t": torch.arange(3, dtype=torch.float32),
+           "n": np.float64(1.5), "f": lambda x: x, "pair": (1, [2.0, float("inf")])}
+    path = tmp_path / "answers.json"
+    grading.write_answers(env, ["h", "mem", "d", "t", "n", "f", "pair", "missing"],
+                          {"probe": "t.sum() * 2", "bad": "1 / 0"}, path)
+    back = grading.read_answers(path)
+    assert isinstance(back["h"], hmmlib.HMM) and all(torch.equal(getattr(back["h"], k), getattr(h, k))
+                                                     for k in ("pi", "A", "W"))
+    assert isinstance(back["mem"], hmmlib.MemoryHMM) and torch.equal(back["mem"].W, mem.W)
+    assert back["d"] == {0.5: 12, 0.4: None} and back["pair"] == [1, [2.0, float("inf")]]
+    assert back["t"].dtype == torch.float32 and torch.equal(back["t"], env["t"]) and float(back["n"]) == 1.5
+    assert float(back["probe"]) == 6.0 and "missing" not in back
+    assert isinstance(back["f"], grading.Unsupported) and isinstance(back["bad"], grading.Unsupported)
+    # what a kernel may write instead is data, rebuilt by validating constructors: never code, never a verdict
+    path.write_text(json.dumps({"h": {"__hmm__": {"pi": [0.5, 0.6], "A": [[1.0, 0], [0, 1.0]], "W": [[1.0, 1.0]]}},
+                                "x": {"__reduce__": "os.system"}, "y": {"passed": True}}))
+    back = grading.read_answers(path)
+    assert all(isinstance(back[k], grading.Unsupported) for k in ("h", "x", "y"))
+    assert "invalid HMM" in repr(back["h"])
+    from hmmlib import checks
+    assert not checks.ch1_uninformative(back["h"])
+
+
 def test_student_notebook_has_no_solutions_and_no_hidden_tests(assignment):
     student = (assignment / "student" / "01_hmms.ipynb").read_text()
     master = (assignment / "autograder" / "01_hmms.ipynb").read_text()
