@@ -31,8 +31,8 @@ def _t(points, hidden, source):
 
 
 SPECS: dict[str, Spec] = {
-    "ex-ch1-lemma": Spec("`G` ($G(x)$ for `h = hmmlib.dirichlet_hmm(4, 3, seed=11)` and "
-                         "`x, _ = hmmlib.sample(h, 1, 5, seed=12)`) and `v` (a non-zero vector with $Wv = 0$)", [
+    "ex-ch1-lemma": Spec("`G` ($G(x)$ for the HMM `hmmlib.dirichlet_hmm(4, 3, seed=11)` and the 5 tokens of "
+                         "`hmmlib.sample(h, 1, 5, seed=12)`) and `v` (a non-zero vector with $Wv = 0$)", [
         _t(1, False, '''
 def test_shapes(G, v):
     import torch
@@ -106,8 +106,9 @@ def test_unseen_inputs(h):
     checks.check_ch1_uninformative(h, num_samples=400, seq_len=15, seed=8191, reveal=False)
 '''),
     ]),
-    "ex-ch2-decomposition": Spec("`cross_entropy`, `entropy` and `kl` (numbers, for `hmm = hmmlib.paper_hmm(10, 10, "
-                                 "seed=0)`, `x, _ = hmmlib.sample(hmm, 2000, 32, seed=3)` and position 5)", [
+    "ex-ch2-decomposition": Spec("`cross_entropy`, `entropy` and `kl` (numbers, for the chapter's HMM "
+                                 "(`hmmlib.paper_hmm(10, 10, seed=0)`), the inputs "
+                                 "`hmmlib.sample(hmm, 2000, 32, seed=3)` and position 5)", [
         _t(1, False, '''
 def test_sum(cross_entropy, entropy, kl):
     assert abs(float(cross_entropy) - (float(entropy) + float(kl))) < 1e-10, "L(q) should equal H + KL to 1e-10"
@@ -121,8 +122,9 @@ def test_values(cross_entropy, entropy, kl):
     checks.check_ch2_decomposition(hmm, x, 5, float(cross_entropy), float(entropy), float(kl), reveal=False)
 '''),
     ]),
-    "ex-ch2-right-context": Spec("`floor_pos0` and `floor_mid` (numbers, for `hmm = hmmlib.paper_hmm(10, 10, seed=0)`"
-                                 " and `x, _ = hmmlib.sample(hmm, 2000, 33, seed=4)`, middle position 16)", [
+    "ex-ch2-right-context": Spec("`floor_pos0` and `floor_mid` (numbers, for the chapter's HMM "
+                                 "(`hmmlib.paper_hmm(10, 10, seed=0)`), the inputs "
+                                 "`hmmlib.sample(hmm, 2000, 33, seed=4)` and middle position 16)", [
         _t(1, False, '''
 def test_order(floor_pos0, floor_mid):
     assert float(floor_pos0) > float(floor_mid), "the floor at position 0 should be the higher one"
@@ -216,8 +218,8 @@ def test_unseen_inputs(h6, mu6, u6, b6):
     checks.check_ch4_construct(h6, mu6, u6, b6, num_test=1000, seed=977, reveal=False)
 '''),
     ]),
-    "ex-ch4-contains": Spec("`u_const` (a constant `(2, 15)` prompt) and `G15` ($G_u$ on `x15, _ = hmmlib.sample("
-                            "h15, 100, 64, seed=0)` with `h15 = hmmlib.paper_hmm(15, 10, seed=0)`)", [
+    "ex-ch4-contains": Spec("`u_const` (a constant `(2, 15)` prompt) and `G15` ($G_u$ on the inputs "
+                            "`hmmlib.sample(h15, 100, 64, seed=0)` of the HMM `hmmlib.paper_hmm(15, 10, seed=0)`)", [
         _t(1, False, '''
 def test_shape(u_const):
     import torch

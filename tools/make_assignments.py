@@ -13,7 +13,8 @@ The master notebook is the chapter as the student edition has it (every other ex
 removed, as ``tools/make_student.py`` does), where each gradable exercise becomes an otter question: the
 prompt, a note naming the variables the tests read and the points, the book's solution code between in-cell
 ``# BEGIN SOLUTION`` / ``# END SOLUTION`` markers (so that otter replaces it by ``...``), and the tests of
-``tools/assignment_tests.py`` (public and hidden, with points: partial credit per test). The autograder
+``tools/assignment_tests.py`` (public and hidden, with points: partial credit per test). The student notebook
+is searched for every phrase that occurs only in a solution (``make_student.find_leaks``). The autograder
 grades with :class:`hmmlib.otter_plugin.HmmbookGrader`, outside the student's kernel, at ``--preset``.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from assignment_tests import SPECS, points  # noqa: E402
-from make_student import END, START, _source  # noqa: E402
+from make_student import END, START, _source, find_leaks, solution_probes  # noqa: E402
 
 EX_START = re.compile(r"\{exercise-start\}[^\n]*\n:label:\s*(\S+)")
 SOL_START = re.compile(r"\{solution-start\}\s*(\S+)")
@@ -184,6 +185,9 @@ def build(out: Path, chapters: list[str] | None = None, preset: str = "ci", run_
         r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"otter assign failed for {stem}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        leaks = find_leaks(folder / "dist" / "student", solution_probes(root))
+        if leaks:
+            raise RuntimeError(f"{stem}: solution text in the student notebook: {leaks[:5]}")
     return done
 
 
