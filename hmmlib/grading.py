@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 __all__ = ["Unsupported", "encode", "decode", "probes", "probes_of", "write_answers", "read_answers",
-           "answer_names", "run_tests", "MAX_NUMBERS"]
+           "answer_names", "read_tests", "run_tests", "MAX_NUMBERS"]
 
 #: The most numbers one answer may hold (larger answers are refused, not graded).
 MAX_NUMBERS = 2_000_000
@@ -178,13 +178,19 @@ def read_answers(path: str | Path) -> dict[str, Any]:
     return {str(k): decode(v) for k, v in data.items()}
 
 
-def _test_files(paths: Iterable[str | Path]):
+def read_tests(paths: Iterable[str | Path]) -> dict[str, str]:
+    """{path: source} of test files, read once before the submission runs (its kernel can write to disk)."""
+    return {str(p): Path(p).read_text(encoding="utf-8") for p in sorted(map(str, paths))}
+
+
+def _test_files(tests: Iterable[str | Path] | dict[str, str]):
     from otter.test_files import ExceptionTestFile
 
-    return [ExceptionTestFile.from_file(str(p)) for p in sorted(map(str, paths))]
+    sources = tests if isinstance(tests, dict) else read_tests(tests)
+    return [ExceptionTestFile.from_string(src, path=path) for path, src in sources.items()]
 
 
-def answer_names(test_paths: Iterable[str | Path]) -> tuple[list[str], dict[str, str]]:
+def answer_names(test_paths: Iterable[str | Path] | dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """(the variable names the tests read, the probe expressions by name) of otter exception-based test files."""
     import inspect
 
@@ -199,8 +205,9 @@ def answer_names(test_paths: Iterable[str | Path]) -> tuple[list[str], dict[str,
     return sorted(names), probe_exprs
 
 
-def run_tests(test_paths: Iterable[str | Path], answers: dict[str, Any]):
-    """Run every test case of the otter exception-based test files on ``answers`` (in this process) and
+def run_tests(test_paths: Iterable[str | Path] | dict[str, str], answers: dict[str, Any]):
+    """Run every test case of the otter exception-based test files (paths, or {path: source} as
+    :func:`read_tests` returns) on ``answers`` (in this process) and
     return the ``TestFile`` objects with their results. An answer a test needs but the submission did not
     define is ``None``."""
     files = _test_files(test_paths)

@@ -9,8 +9,9 @@ submission runs at; the exercises' answers do not depend on it). During grading 
   the grading process run code while unpickling that file): nothing the kernel reports is read;
 - appends one cell after the submission that writes the answers the tests read as plain data
   (:func:`hmmlib.grading.write_answers`);
-- reruns every test case of the assignment in the grading process on those answers
-  (:func:`hmmlib.grading.run_tests`), and these results are the grade otter reports (Gradescope's
+- reruns every test case of the assignment, as read from disk before the submission ran (its kernel could
+  rewrite the files), in the grading process on those answers (:func:`hmmlib.grading.run_tests`); these
+  results are the grade otter reports (Gradescope's
   ``results.json``, ``otter run``, ``otter grade``).
 
 Needs otter-grader (``pip install otter-grader==7.0.0``); the rest of hmmlib does not.
@@ -59,7 +60,8 @@ class HmmbookGrader(AbstractOtterPlugin):
         otter.execute.pickle = _KernelResultsRefused            # restored in after_grading
         if not isinstance(submission, nbformat.NotebookNode):
             return submission
-        names, probe_exprs = grading.answer_names(glob.glob("tests/*.py"))
+        self._tests = grading.read_tests(glob.glob("tests/*.py"))   # before the kernel can touch the files
+        names, probe_exprs = grading.answer_names(self._tests)
         path = self._answers_path()
         source = (f"import hmmlib.grading as _hmmbook_grading\n"
                   f"_hmmbook_grading.write_answers(globals(), {json.dumps(names)}, "
@@ -74,7 +76,7 @@ class HmmbookGrader(AbstractOtterPlugin):
 
         otter.execute.pickle = pickle
         answers = grading.read_answers(self._answers_path())
-        files = grading.run_tests(glob.glob("tests/*.py"), answers)
+        files = grading.run_tests(getattr(self, "_tests", {}), answers)
         results.results = {tf.name: tf for tf in files}
         results._catastrophic_error = None
         try:
