@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 HMMLIB_SOURCES := $(wildcard hmmlib/*.py hmmlib/*/*.py)
 JOBS ?= 2
 STUDENT_BRANCH ?= student
+GRADING_PRESET ?= ci
 
 .PHONY: book book-strict student test verify-ci test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
 
@@ -48,13 +49,17 @@ book-strict: $(STAMP) _build/.hmmlib-stamp
 
 ## Student edition: every solution removed. Website in _build/student/html, notebooks in
 ## _build/student/notebooks; its launch buttons open branch $(STUDENT_BRANCH) (see book/instructors.md).
+## Also one otter-grader assignment per chapter with gradable exercises in _build/assignments/<chapter>/dist:
+## the student notebook and the autograder zip for Gradescope; submissions are graded at $(GRADING_PRESET).
 student: $(STAMP) _build/.hmmlib-stamp
 	$(BIN)/python tools/make_student.py --branch $(STUDENT_BRANCH) --out _build/student_src \
 		--notebooks _build/student/notebooks
 	cd _build/student_src && ../../$(BIN)/jupyter-book build . -W --keep-going
 	rm -rf _build/student/html && cp -r _build/student_src/_build/html _build/student/html
 	$(BIN)/python tools/make_student.py --check _build/student
+	$(BIN)/python tools/make_assignments.py --out _build/assignments --preset $(GRADING_PRESET)
 	@echo "Open _build/student/html/index.html; student notebooks are in _build/student/notebooks"
+	@echo "Course assignments (otter-grader): _build/assignments/<chapter>/dist/{student,autograder} (book/instructors.md)"
 
 ## Unit tests plus every notebook under nbval, at the ci preset.
 test: $(STAMP)

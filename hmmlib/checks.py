@@ -3,32 +3,33 @@ r"""Checkers for the book's gradable exercises: is a student's answer right, and
 Each checker takes the student's answer (plus the inputs the exercise fixes, so that the reference can be
 recomputed with hmmlib's exact functions) and returns a :class:`CheckResult`: ``bool(result)`` says whether it
 passed and ``str(result)`` lists what is wrong. ``check_<name>(...)`` takes the same arguments and raises
-``AssertionError`` with that message instead, for a notebook cell or an autograder::
+``AssertionError`` with that message instead, for a notebook cell or an autograder test::
 
     from hmmlib import checks
     checks.check_ch1_uninformative(h)          # raises AssertionError("... what is wrong ...") unless right
 
-When ``$HMMBOOK_GRADING_LOG`` names a file, every call appends one JSON line (exercise, passed, messages) to
-it; ``tools/grade.py`` reads those lines to fill its table. :data:`CHECKS` maps each exercise's label (as in
-the book, e.g. ``"ex-ch1-uninformative"``) to its checker.
+Every checker also takes ``reveal`` (default ``True``, for a student checking their own work): with
+``reveal=False`` (what the course assignments' graded tests pass) a message says what is wrong without the
+reference value ("cross_entropy = 1.31 is not the expected value (tolerance 1e-08)" instead of "..., expected
+1.29"). A checker only *computes* a verdict: grades come from the otter-grader assignments
+(``tools/make_assignments.py``), whose tests call these checkers outside the student's kernel
+(:mod:`hmmlib.otter_plugin`). :data:`CHECKS` maps each exercise's label (as in the book, e.g.
+``"ex-ch1-uninformative"``) to its checker.
 """
 from __future__ import annotations
 
 import functools
 import inspect
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["CheckResult", "CHECKS", "GRADING_LOG_ENV",
+__all__ = ["CheckResult", "CHECKS",
            "ch1_lemma", "ch1_shortcut", "ch1_uninformative", "ch2_decomposition", "ch2_right_context",
            "ch3_min_norm", "ch3_conditioning", "ch3_rowspace", "ch4_construct", "ch4_contains",
-           "ch5_degenerate", "ch5_reads"]
+           "ch5_degenerate", "ch5_reads", "ch7_count"]
 
-GRADING_LOG_ENV = "HMMBOOK_GRADING_LOG"
 CHECKS: dict[str, Callable[..., "CheckResult"]] = {}
 
 
@@ -55,23 +56,17 @@ class CheckResult:
 
 
 class _Problems:
-    """Collects what is wrong; ``need`` records a message when a condition fails."""
+    """Collects what is wrong; ``need`` records a message when a condition fails. With ``reveal=False`` a
+    message that would show a reference value is replaced by its ``withheld`` form."""
 
-    def __init__(self) -> None:
+    def __init__(self, reveal: bool = True) -> None:
         self.messages: list[str] = []
+        self.reveal = reveal
 
-    def need(self, ok: bool, message: str) -> bool:
+    def need(self, ok: bool, message: str, withheld: str | None = None) -> bool:
         if not ok:
-            self.messages.append(message)
+            self.messages.append(message if self.reveal or withheld is None else withheld)
         return bool(ok)
-
-
-def _log(result: CheckResult) -> None:
-    path = os.environ.get(GRADING_LOG_ENV)
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"exercise": result.exercise, "passed": result.passed,
-                                "messages": result.messages}) + "\n")
 
 
 def _checker(label: str):
@@ -79,24 +74,23 @@ def _checker(label: str):
 
     def wrap(fn: Callable[[_Problems, Any], None]) -> Callable[..., CheckResult]:
         @functools.wraps(fn)
-        def run(*args, **kwargs) -> CheckResult:
-            p = _Problems()
+        def run(*args, reveal: bool = True, **kwargs) -> CheckResult:
+            p = _Problems(reveal)
             try:
                 fn(p, *args, **kwargs)
             except (ValueError, TypeError, IndexError, RuntimeError) as e:   # malformed answers are wrong answers
                 p.messages.append(f"could not check the answer: {type(e).__name__}: {e}")
-            result = CheckResult(label, not p.messages, p.messages)
-            _log(result)
-            return result
+            return CheckResult(label, not p.messages, p.messages)
 
-        def check(*args, **kwargs) -> CheckResult:
-            result = run(*args, **kwargs)
+        def check(*args, reveal: bool = True, **kwargs) -> CheckResult:
+            result = run(*args, reveal=reveal, **kwargs)
             if not result:
                 raise AssertionError(str(result))
             return result
 
         sig = inspect.signature(fn)
-        run.__signature__ = check.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+        reveal = inspect.Parameter("reveal", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=bool)
+        run.__signature__ = check.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:] + [reveal])
         check.__name__ = check.__qualname__ = f"check_{fn.__name__}"
         check.__doc__ = f"Like :func:`{fn.__name__}`, but raise ``AssertionError`` with the message when wrong."
         globals()[check.__name__] = check
@@ -182,7 +176,9 @@ def ch1_shortcut(p: _Problems, hmm, x: Any, shortcut: Any, agrees: bool | None =
     if agrees is not None:
         truth = bool((ref - posterior_h0(hmm, x)).abs().max() < 1e-12)
         p.need(bool(agrees) == truth, f"for this HMM the shortcut {'does' if truth else 'does not'} equal "
-               "P(H_0 | x): it is exact when pi is uniform and A is doubly stochastic")
+               "P(H_0 | x): it is exact when pi is uniform and A is doubly stochastic",
+               withheld="agrees (whether the shortcut equals P(H_0 | x) to 1e-12) is wrong for this HMM: compare "
+               "the two to 1e-12 on every row")
 
 
 @_checker("ex-ch1-uninformative")
@@ -239,7 +235,8 @@ def ch2_decomposition(p: _Problems, hmm, x: Any, position: int, cross_entropy: f
         hint = {"cross_entropy": "use -sum_x p_x log q_x given each context, not the sampled token",
                 "entropy": "the Bayes-optimal loss is the mean entropy of the exact P(X_t | x_{-t}), in nats",
                 "kl": "E[KL(P(.|X_{-t}) || q)] with natural logarithms"}[name]
-        p.need(abs(got[name] - ref) < atol, f"{name} = {got[name]:.6f}, expected {ref:.6f}: {hint}")
+        p.need(abs(got[name] - ref) < atol, f"{name} = {got[name]:.6f}, expected {ref:.6f}: {hint}",
+               withheld=f"{name} = {got[name]:.6f} is not the expected value (tolerance {atol:g}): {hint}")
 
 
 @_checker("ex-ch2-right-context")
@@ -254,10 +251,14 @@ def ch2_right_context(p: _Problems, hmm, x: Any, floor_pos0: float, floor_mid: f
     x = torch.as_tensor(x)
     ref0 = float(_t(H(masked_conditional(hmm, x[:, 1:]))).mean())
     refm = float(_t(H(masked_token_conditionals(hmm, x)[:, mid])).mean())
+    hint0 = "the mean entropy of the exact P(X_0 | x_{1:T}), the [MASK] before the input"
+    hintm = "mean entropy of masked_token_conditionals at that position"
     p.need(abs(float(floor_pos0) - ref0) < atol, f"floor at position 0 = {float(floor_pos0):.6f}, expected "
-           f"{ref0:.6f} (the mean entropy of the exact P(X_0 | x_{{1:T}}), the [MASK] before the input)")
+           f"{ref0:.6f} ({hint0})", withheld=f"floor at position 0 = {float(floor_pos0):.6f} is not the expected "
+           f"value (tolerance {atol:g}; {hint0})")
     p.need(abs(float(floor_mid) - refm) < atol, f"floor at position {mid} = {float(floor_mid):.6f}, expected "
-           f"{refm:.6f} (mean entropy of masked_token_conditionals at that position)")
+           f"{refm:.6f} ({hintm})", withheld=f"floor at position {mid} = {float(floor_mid):.6f} is not the "
+           f"expected value (tolerance {atol:g}; {hintm})")
 
 
 # ----------------------------------------------------------------------------- chapter 3
@@ -273,7 +274,9 @@ def ch3_min_norm(p: _Problems, W: Any, mu: Any, b: Any, b_other: Any = None) -> 
         return
     p.need(_close(W.T @ b, mu, 1e-9), "W^T b should equal mu")
     p.need(_close(b, ref, 1e-9), f"b is not the minimum-norm head: |b| = {float(b.norm()):.4f}, "
-           f"|(W^+)^T mu| = {float(ref.norm()):.4f}")
+           f"|(W^+)^T mu| = {float(ref.norm()):.4f}",
+           withheld=f"b is not the minimum-norm head (|b| = {float(b.norm()):.4f}): it has a component in the "
+           "left null space of W")
     if b_other is not None:
         bo = _t(b_other).reshape(-1)
         p.need(_close(W.T @ bo, mu, 1e-9), "b_other should also satisfy W^T b_other = mu (add a vector n with W^T n = 0)")
@@ -303,9 +306,11 @@ def ch3_conditioning(p: _Problems, answers: dict, mu: Any = (1.0, -1.0, 0.2), W_
                f"W({delta}) should be a 3x3 column-stochastic matrix")
         smin, norm = (float(v) for v in value)
         ref_s, ref_n = nondegeneracy(W).sigma_min, float(closed_form_head(W, mu).norm())
-        p.need(abs(smin - ref_s) <= rtol * max(1.0, ref_s), f"delta={delta}: sigma_min = {smin:.6g}, expected {ref_s:.6g}")
+        p.need(abs(smin - ref_s) <= rtol * max(1.0, ref_s), f"delta={delta}: sigma_min = {smin:.6g}, expected {ref_s:.6g}",
+               withheld=f"delta={delta}: sigma_min = {smin:.6g} is not the smallest singular value of W(delta)")
         p.need(abs(norm - ref_n) <= rtol * max(1.0, ref_n),
-               f"delta={delta}: |b| = {norm:.6g}, expected {ref_n:.6g} (b = pinv(W)^T mu)")
+               f"delta={delta}: |b| = {norm:.6g}, expected {ref_n:.6g} (b = pinv(W)^T mu)",
+               withheld=f"delta={delta}: |b| = {norm:.6g} is not the norm of the closed-form head b = pinv(W)^T mu")
 
 
 @_checker("ex-ch3-rowspace")
@@ -448,4 +453,33 @@ def ch5_reads(p: _Problems, answers: dict, mu: Any = (1.0, -1.2, 0.5), lengths: 
                 ref = L
                 break
         p.need(T == ref, f"peak {peak}: you answer T = {T}, expected {ref}"
-               + (" (none of the lengths suffices)" if ref is None else ""))
+               + (" (none of the lengths suffices)" if ref is None else ""),
+               withheld=f"peak {peak}: T = {T} is not the smallest of {lengths} at which the margin exceeds the "
+               f"bound on at least {share:.0%} of the inputs (None if none does)")
+
+
+# ----------------------------------------------------------------------------- chapter 7
+def _prefix_counts(n: int, L: int, d: int, k: int) -> tuple[int, int]:
+    """(trained, stored) numbers of prefix-tuning with the MLP reparametrisation: the embedding ``P'`` of
+    ``n x d``, an MLP ``d -> k -> 2 L d``; stored: ``n`` keys and values of width ``d`` at each of ``L`` layers."""
+    return n * d + (d * k + k) + (k * 2 * L * d + 2 * L * d), n * 2 * L * d
+
+
+@_checker("ex-ch7-count")
+def ch7_count(p: _Problems, trained: Any, stored: Any, n: int = 5, L: int = 24, d: int = 1024, k: int = 512) -> None:
+    r"""Exercise "The paper's parameter count": ``trained`` is the number of trained parameters of prefix-tuning
+    with the MLP reparametrisation (``P'`` of ``n x d``, an MLP :math:`d	o k	o 2Ld` with biases) and ``stored``
+    the number kept after training (``n`` keys and values of width ``d`` at each of ``L`` layers), for a prefix
+    of length ``n`` (default GPT-2-medium: L = 24, d = 1024, n = 5, k = 512)."""
+    ref_t, ref_s = _prefix_counts(int(n), int(L), int(d), int(k))
+    for name, got, ref, hint, vague in (
+            ("trained", trained, ref_t, "n d (the embedding P') + d k + k (first layer) + k 2Ld + 2Ld (second layer)",
+             "count the embedding P' and the weights and biases of both layers of the MLP"),
+            ("stored", stored, ref_s, "n positions x 2 (key and value) x L layers x d",
+             "after training only the prefix's keys and values at every layer are kept")):
+        try:
+            ok = float(got) == float(ref)
+        except (TypeError, ValueError):
+            ok = False
+        p.need(ok, f"{name} = {got} for (n, L, d, k) = {(n, L, d, k)}, expected {ref}: {hint}",
+               withheld=f"{name} = {got} is not the right count for (n, L, d, k) = {(n, L, d, k)}: {vague}")

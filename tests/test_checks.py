@@ -3,7 +3,6 @@ hidden paths, numpy's linear algebra), and rejects the typical wrong ones with a
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -73,18 +72,33 @@ def test_result_and_raising_variant():
         checks.check_ch1_uninformative(bad_hmm)
     assert set(checks.CHECKS) == {"ex-ch1-lemma", "ex-ch1-shortcut", "ex-ch1-uninformative", "ex-ch2-decomposition",
                                   "ex-ch2-right-context", "ex-ch3-min-norm", "ex-ch3-conditioning", "ex-ch3-rowspace",
-                                  "ex-ch4-construct", "ex-ch4-contains", "ex-ch5-degenerate", "ex-ch5-reads"}
+                                  "ex-ch4-construct", "ex-ch4-contains", "ex-ch5-degenerate", "ex-ch5-reads",
+                                  "ex-ch7-count"}
     for fn in checks.CHECKS.values():
         assert callable(getattr(checks, f"check_{fn.__name__}"))
 
 
-def test_grading_log(tmp_path, monkeypatch):
-    log = tmp_path / "log.jsonl"
-    monkeypatch.setenv(checks.GRADING_LOG_ENV, str(log))
-    checks.ch3_min_norm(torch.eye(2, dtype=torch.float64), [1.0, 2.0], [1.0, 2.0])
-    checks.ch3_min_norm(torch.eye(2, dtype=torch.float64), [1.0, 2.0], [2.0, 2.0])
-    lines = [json.loads(s) for s in log.read_text().splitlines()]
-    assert [(r["exercise"], r["passed"]) for r in lines] == [("ex-ch3-min-norm", True), ("ex-ch3-min-norm", False)]
+def test_reveal_false_withholds_reference_values():
+    h = small_hmm(seed=3)
+    x, _ = hmmlib.sample(h, 12, 6, seed=3)
+    P = np.stack([brute_masked(h, xi.tolist(), 2) for xi in x])
+    q = np.asarray(h.W @ h.stationary())
+    ce = float(-(P * np.log(q)).sum(1).mean())
+    H = float(-(P * np.log(P)).sum(1).mean())
+    shown = checks.ch2_decomposition(h, x, 2, ce + 0.5, H, ce + 0.5 - H)
+    hidden = checks.ch2_decomposition(h, x, 2, ce + 0.5, H, ce + 0.5 - H, reveal=False)
+    assert not shown and not hidden and len(shown.messages) == len(hidden.messages) == 2
+    assert f"{ce:.6f}" in str(shown) and f"{ce:.6f}" not in str(hidden) and "not the expected value" in str(hidden)
+    assert checks.ch2_decomposition(h, x, 2, ce, H, ce - H, reveal=False)
+    with pytest.raises(AssertionError, match="not the expected value") as e:
+        checks.check_ch2_decomposition(h, x, 2, ce + 0.5, H, ce + 0.5 - H, reveal=False)
+    assert f"{ce:.6f}" not in str(e.value)
+    # every checker takes reveal, and no withheld message of the chapters' checkers carries "expected <value>"
+    import inspect
+    for fn in checks.CHECKS.values():
+        assert "reveal" in inspect.signature(fn).parameters
+    msg = str(checks.ch5_reads({0.5: 12345, 0.4: 12345}, reveal=False))
+    assert "expected" not in msg and "12345" in msg
 
 
 def test_malformed_answer_is_a_failure_not_a_crash():
@@ -284,3 +298,18 @@ def test_ch5_reads():
     shifted = {k: (None if v is None else v * 2) for k, v in right.items()}
     _fails(checks.ch5_reads(shifted, mu), "expected")
     _fails(checks.ch5_reads({0.5: right[0.5]}, mu), "peak 0.4")
+
+
+# ----------------------------------------------------------------------------- chapter 7
+def test_ch7_count():
+    def by_hand(n, L, d, k):              # P' (n x d), Linear(d, k), Linear(k, 2 L d), biases; stored: n x 2 x L x d
+        trained = sum(p.numel() for p in (torch.empty(n, d), torch.nn.Linear(d, k).weight, torch.nn.Linear(d, k).bias,
+                                           torch.nn.Linear(k, 2 * L * d).weight, torch.nn.Linear(k, 2 * L * d).bias))
+        return trained, n * 2 * L * d
+
+    t, s = by_hand(5, 24, 1024, 512)
+    assert checks.ch7_count(t, s)
+    assert checks.ch7_count(*by_hand(7, 4, 48, 16), n=7, L=4, d=48, k=16)
+    _fails(checks.ch7_count(t - 2 * 24 * 1024 - 512, s), "trained")           # forgot the biases
+    _fails(checks.ch7_count(t, 5 * 24 * 1024), "stored")                       # keys only, no values
+    assert "expected" not in str(checks.ch7_count(t, 5 * 24 * 1024, reveal=False))
