@@ -10,7 +10,7 @@ HMMLIB_SOURCES := $(wildcard hmmlib/*.py hmmlib/*/*.py)
 JOBS ?= 2
 STUDENT_BRANCH ?= student
 
-.PHONY: book book-strict student test test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
+.PHONY: book book-strict student test test-ray test-unit test-notebooks test-browser check-binder check-wheel bench lab clean check-python
 
 # Website builds: no progress bars in executed chapters (tqdm >= 4.66 reads TQDM_DISABLE; the book's
 # local extension sets the same default when jupyter-book is run directly).
@@ -79,6 +79,11 @@ test-browser: $(STAMP)
 ## Does binder/requirements.txt resolve for Binder's Python (binder/runtime.txt)? Needs PyPI.
 check-binder: $(STAMP)
 	PYTHON=$(BIN)/python tools/check_binder.sh
+
+## Colab-like: build the wheel, install it into a fresh environment outside the checkout (offline, reusing .venv's
+## packages), run every chapter there at the ci preset.
+check-wheel: $(STAMP)
+	PYTHON=$(BIN)/python tools/check_wheel.sh
 
 ## Benchmarks (numbers side by side with the reference libraries).
 bench: $(STAMP)
