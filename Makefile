@@ -11,7 +11,7 @@ JOBS ?= 2
 STUDENT_BRANCH ?= student
 GRADING_PRESET ?= ci
 
-.PHONY: book book-strict student test verify-ci test-ray test-unit test-notebooks test-browser check-binder bench lab clean check-python
+.PHONY: book book-strict student test verify-ci test-ray test-unit test-notebooks test-browser check-binder check-wheel bench lab clean check-python
 
 # Website builds: no progress bars in executed chapters (tqdm >= 4.66 reads TQDM_DISABLE; the book's
 # local extension sets the same default when jupyter-book is run directly).
@@ -88,6 +88,11 @@ test-browser: $(STAMP)
 ## Does binder/requirements.txt resolve for Binder's Python (binder/runtime.txt)? Needs PyPI.
 check-binder: $(STAMP)
 	PYTHON=$(BIN)/python tools/check_binder.sh
+
+## Colab-like: build the wheel, install it into a fresh environment outside the checkout (offline, reusing .venv's
+## packages), run every chapter there at the ci preset.
+check-wheel: $(STAMP)
+	PYTHON=$(BIN)/python tools/check_wheel.sh
 
 ## Benchmarks (numbers side by side with the reference libraries).
 bench: $(STAMP)

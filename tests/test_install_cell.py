@@ -63,6 +63,52 @@ def test_cell_does_nothing_where_hmmlib_imports():
     assert out.stdout == "quiet\n"
 
 
+_BLOCK_HMMLIB = (
+    "import subprocess, sys\n"
+    "class _NoHmmlib:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'hmmlib':\n"
+    "            raise ImportError('hmmlib hidden by the test')\n"
+    "sys.meta_path.insert(0, _NoHmmlib())\n"
+    "def _pip(args, **k):\n"
+    "    print('PIP', ' '.join(args[3:]))\n"
+    "    raise SystemExit(0)\n"
+    "subprocess.check_call = _pip\n")
+
+
+def _run_cell(source: str, **env) -> subprocess.CompletedProcess:
+    """Run an install cell in a fresh interpreter where hmmlib cannot be imported and pip only prints its args."""
+    return subprocess.run([sys.executable, "-c", _BLOCK_HMMLIB + source], capture_output=True, text=True,
+                          cwd=ROOT, env={"PATH": "", **env})
+
+
+def test_cell_refuses_to_install_from_the_placeholder():
+    """With the placeholder address the cell must not call pip, and must say how to set the address."""
+    nb = json.loads(CHAPTERS[0].read_text(encoding="utf-8"))
+    out = _run_cell(install_cell.cell_source(nb, install_cell.PLACEHOLDER_URL, "main"))
+    assert out.returncode != 0 and "PIP" not in out.stdout, (out.stdout, out.stderr)
+    assert "RuntimeError" in out.stderr and install_cell.PLACEHOLDER_URL in out.stderr
+    assert "repository.url in _config.yml" in out.stderr and "python tools/install_cell.py" in out.stderr
+
+
+def test_cell_installs_from_a_real_address_or_the_override():
+    nb = json.loads(CHAPTERS[0].read_text(encoding="utf-8"))
+    out = _run_cell(install_cell.cell_source(nb, "https://example.org/x/y", "dev"))
+    assert out.returncode == 0, out.stderr
+    assert "PIP install --quiet hmmlib @ git+https://example.org/x/y@dev" in out.stdout
+    # HMMBOOK_INSTALL_SOURCE (a wheel or checkout) is used even while the address is the placeholder
+    out = _run_cell(install_cell.cell_source(nb, install_cell.PLACEHOLDER_URL, "main"),
+                    HMMBOOK_INSTALL_SOURCE="/tmp/hmmlib.whl")
+    assert out.returncode == 0, out.stderr
+    assert "PIP install --quiet /tmp/hmmlib.whl" in out.stdout
+
+
+def test_placeholder_matches_the_site_extension():
+    """The book build's notice and the install cell must agree on what the placeholder is."""
+    text = (ROOT / "book" / "_ext" / "hmmbook_site.py").read_text(encoding="utf-8")
+    assert f'PLACEHOLDER_URL = "{install_cell.PLACEHOLDER_URL}"' in text
+
+
 def test_check_mode_reports_stale_cells(tmp_path):
     nb = json.loads(CHAPTERS[0].read_text(encoding="utf-8"))
     nb["cells"] = [c for c in nb["cells"] if install_cell.TAG not in c["metadata"].get("tags", [])]

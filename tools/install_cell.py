@@ -10,7 +10,9 @@ case under ``make test`` (nbval), ``make book``, ``make lab`` and on Binder, the
 that uses them) from ``repository.url`` at ``repository.branch``, both read
 from ``_config.yml`` when this script runs and written into the cell, plus myst-nb if the chapter still
 imports it directly. ``HMMBOOK_INSTALL_SOURCE`` overrides where hmmlib comes from (a local checkout, a wheel),
-which is how the test of a Colab-like environment installs the working tree.
+which is how the test of a Colab-like environment installs the working tree. While ``repository.url`` is still
+the placeholder (:data:`PLACEHOLDER_URL`, an address anyone could register) the cell installs nothing: it raises
+an error that says to set ``repository.url`` in ``_config.yml`` and rerun this script.
 
 Rerun this script whenever ``repository.url`` or ``repository.branch`` changes, or a chapter is added;
 ``tests/test_install_cell.py`` fails until you do, and the book build warns about a stale URL.
@@ -28,6 +30,9 @@ TAG = "hmmbook-install"
 TAGS = ["remove-cell", TAG]
 MYST_NB_PIN = "myst-nb==1.4.0"
 
+#: The address _config.yml ships with. Anyone could register it, so a cell never installs from it.
+PLACEHOLDER_URL = "https://github.com/hmmbook/hmmbook"
+
 TEMPLATE = '''\
 # Colab and other fresh environments: install hmmlib when it is missing (nothing happens when it imports).
 # Written by tools/install_cell.py from _config.yml; hidden on the website.
@@ -36,11 +41,26 @@ try:
     import hmmlib  # noqa: F401
 except ImportError:
     import importlib, os, subprocess, sys
-    source = os.environ.get("HMMBOOK_INSTALL_SOURCE") or "hmmlib{extras} @ git+" + REPOSITORY_URL + "@{branch}"
+{resolve}
     print("installing hmmlib from", source.split("@", 1)[-1].strip(), "(a minute or two) ...")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", source{extra}])
     importlib.invalidate_caches()
     import hmmlib  # noqa: F401'''
+
+#: Where the cell installs from once repository.url is set.
+SOURCE = '''\
+    source = os.environ.get("HMMBOOK_INSTALL_SOURCE") or "hmmlib{extras} @ git+" + REPOSITORY_URL + "@{branch}"'''
+
+#: While repository.url is the placeholder the cell refuses, and says how to set it.
+REFUSE = '''\
+    source = os.environ.get("HMMBOOK_INSTALL_SOURCE")
+    if not source:
+        raise RuntimeError(
+            "hmmlib is not installed, and this chapter's install cell still holds the placeholder address "
+            + REPOSITORY_URL + ", which it will not install from (anyone could register it). Whoever publishes "
+            "the book: set repository.url in _config.yml, then run `python tools/install_cell.py` and commit the "
+            "chapters. Readers: install hmmlib yourself (pip install 'hmmlib @ git+<the book repository URL>') "
+            "or set HMMBOOK_INSTALL_SOURCE to a checkout or wheel of it, then rerun this cell.")'''
 
 
 def read_repository(config: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -65,7 +85,9 @@ def cell_source(nb: dict, url: str, branch: str) -> str:
     extra = f', "{MYST_NB_PIN}"' if imports_myst else ""
     uses_hf = any(re.search(r"\b(peft|transformers)\b|hf_bridge|peft_bridge", _source(c)) for c in nb["cells"]
                   if c["cell_type"] == "code" and TAG not in c.get("metadata", {}).get("tags", []))
-    return TEMPLATE.format(url=url, branch=branch, extra=extra, extras="[hf]" if uses_hf else "")
+    extras = "[hf]" if uses_hf else ""
+    resolve = REFUSE if url == PLACEHOLDER_URL else SOURCE.format(extras=extras, branch=branch)
+    return TEMPLATE.format(url=url, resolve=resolve, extra=extra)
 
 
 def _source(cell: dict) -> str:

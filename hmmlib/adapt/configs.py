@@ -30,7 +30,7 @@ from .logistic import L2_GRID
 __all__ = ["TuneConfig", "HeadConfig", "FakeTokenPromptConfig", "PromptTuningConfig", "PrefixTuningConfig",
            "FineTuningConfig", "PAPER_TUNING", "PAPER_PROMPT"]
 
-#: The paper's finetuning hyperparameters (``src/run_finetune_seed.sh``, digest section 4.9): AdamW
+#: The paper's finetuning hyperparameters (``src/run_finetune_seed.sh`` of ``sangmichaelxie/pretraining_analysis``): AdamW
 #: (default betas, no weight decay), lr 0.01 with 500 warmup steps then linear decay, 100 epochs of
 #: batch 128, fp32, the final model; the HF ``Trainer`` defaults: gradient clipping 1.0, seed 42;
 #: 20 soft-prompt vectors (``--prefix_len 20``, section 4.7).

@@ -1,5 +1,5 @@
 r"""Head, prompt, prefix and fine-tuning of a frozen masked-LM :class:`~hmmlib.lm.Transformer`
-(Wei, Xie & Ma 2021, digest sections 1.5-1.6 and 4.6-4.9; Li & Liang 2021).
+(Wei, Xie & Ma 2021, Figure 1 and Section 3.1, and the authors' ``src/run_finetune.py``; Li & Liang 2021, Section 4).
 
 The model reads ``[prompt/prefix] [MASK] x_1 .. x_n`` (:class:`hmmlib.lm.inputs.InputLayout`) and the feature
 is its softmax over symbols at the ``[MASK]``; a head ``nn.Linear(V, 2)`` maps it to class logits.

@@ -2,10 +2,10 @@ r"""Head and prompt tuning on the *ideal* model: exact inference stands in for a
 
 * :class:`HeadConfig`: a linear head ``nn.Linear(V, 2)`` on :math:`G(x) = W p(x)` (``dataset.G``), trained
   by gradient descent on the cross-entropy, or set in closed form from the task
-  (:meth:`IdealTuner.set_closed_form_head`, :math:`b = (W^+)^\top\mu`, digest R2);
+  (:meth:`IdealTuner.set_closed_form_head`, :math:`b = (W^+)^\top\mu`, chapter 3);
 * :class:`FakeTokenPromptConfig`: ``prompt_len`` fake tokens with learnable non-negative emission rows
   :math:`u_j = \exp(\theta_j)` (or ``softplus``), trained jointly with the head through the
-  prompted conditional (digest R4, :mod:`hmmlib.theory`)
+  prompted conditional (chapter 4's reweighting identity, :mod:`hmmlib.theory`)
 
   .. math::  G_u(x) = \frac{W\,(v\odot p)}{v^\top p},\qquad v = P(z_{-k..-1}\mid H_0=\cdot),
 

@@ -1,4 +1,4 @@
-r"""The theory of head and prompt tuning in the idealised model (Wei, Xie & Ma 2021, digest section 2).
+r"""The theory of head and prompt tuning in the idealised model (Wei, Xie & Ma 2021; this book's formulation, chapters 3-4).
 
 **Head tuning.** A perfect masked LM outputs :math:`G(x) = W p(x)` with :math:`p(x) = P(H_0\mid x_{1:T})`.
 If :math:`W` has full column rank, :math:`b = (W^+)^\top\mu` gives :math:`b^\top G(x) = \mu^\top p(x)`
@@ -420,7 +420,7 @@ def best_linear_head_accuracy_two_symbols(G: Any, y: Any) -> float:
 
 # --------------------------------------------------------------------------- the book's counterexample
 class Counterexample(NamedTuple):
-    """This book's construction (sketched in the digest's section 2.5, not an example of the paper): ``b^T G_u(x) * (v^T p) == mu^T p(x)`` for every ``x``."""
+    """This book's construction (chapter 4; not an example of the paper): ``b^T G_u(x) * (v^T p) == mu^T p(x)`` for every ``x``."""
 
     hmm: HMM
     mu: torch.Tensor

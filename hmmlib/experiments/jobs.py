@@ -1,7 +1,7 @@
 r"""The jobs of the reproduction grid and what one of them computes.
 
 A *job* is one (figure, size, seed, method) cell of the paper's grid. Jobs that share a figure, size
-and seed share the HMM, corpus, pretrained model and task (the paper's protocol, digest section 4.1:
+and seed share the HMM, corpus, pretrained model and task (the paper's protocol, the authors' ``scripts/run_exps_seed.sh``:
 a new HMM, corpus, model and task per seed), so they run together as one *unit*
 (:func:`run_unit`), which pretrains (or loads from the model cache) once and returns one record per
 pending method.

@@ -4,7 +4,7 @@ r"""Experiment runners for chapter 5 (the memory-augmented HMM): each returns nu
   quantity of its proof computed exactly on a batch of sequences;
 * :func:`memory_sharpening` and :func:`token_mutual_information`: why the memory is a long-range
   dependence;
-* :func:`memory_vs_vanilla`: the experiment of the paper's Fig. B3 (digest section 4.8) at a preset's
+* :func:`memory_vs_vanilla`: the experiment of the paper's Fig. B3 (the authors' ``scripts/exp2_*``) at a preset's
   sizes, on the ideal model and on trained masked LMs.
 """
 from __future__ import annotations
@@ -31,7 +31,8 @@ from ..adapt.tasks import paper_task_and_splits
 __all__ = ["PAPER_FIG_B3", "PAPER_FIG_A2", "theorem_head", "TheoremCheck", "check_theorem", "MemorySharpening", "memory_sharpening",
            "token_mutual_information", "MemoryRow", "memory_vs_vanilla"]
 
-#: The paper's Fig. B3 (digest section 4.10), total hidden states -> (memory HMM + attention head,
+#: The paper's Fig. B3 (``figures/memory_vs_vanilla.pdf`` of ``sangmichaelxie/pretraining_analysis``, read off
+#: the plot), total hidden states -> (memory HMM + attention head,
 #: vanilla HMM + linear head) mean test accuracy. The vanilla points at 8 and 12 are exp. 1's (20 seeds).
 PAPER_FIG_B3: dict[int, tuple[float, float]] = {8: (1.000, 0.925), 12: (1.000, 0.653), 20: (1.000, 0.726),
                                                 28: (0.989, 0.732)}

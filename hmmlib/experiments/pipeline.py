@@ -46,7 +46,7 @@ from .repro_presets import ReproGrid, resolve_preset
 __all__ = ["results_path", "status", "describe_plan", "measure_step_times", "run", "estimate", "Estimate", "DEFAULT_RESULTS",
            "verify", "Mismatch", "compare_records", "select_for_verify", "format_mismatches", "dirty_refusal"]
 
-DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "results"
+DEFAULT_RESULTS = __import__("hmmlib.experiments.locate", fromlist=["default_results"]).default_results()
 
 
 def results_path(results: str | os.PathLike, preset: str, figure: str) -> Path:

@@ -245,7 +245,7 @@ _PRESETS: dict[str, Preset] = {
         name="paper",
         hmms=HMMChapterSizes(num_states=10, num_symbols=10, num_seqs=10000, seq_len=128,
                              sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128), num_checks=50),
-        # The paper's run as actually executed (BERT-base size; wei2021.md section 4.5):
+        # The paper's run as actually executed (BERT-base size; the authors' src/run_pretrain.sh and src/run_mlm.py):
         # 51.2 M tokens = 5,000 documents of 10,240 tokens in 512-token blocks, 3 epochs of batch 8.
         pretrain=_pretrain(d_model=768, num_layers=12, num_heads=12, d_mlp=3072, dropout=0.1, seq_len=512,
                            batch_size=8, num_steps=37500, lr=1e-5, warmup_steps=1000, weight_decay=0.0,
@@ -257,7 +257,7 @@ _PRESETS: dict[str, Preset] = {
                                            max_positions=80),
                            transformer_num_values=(2, 3, 5, 7), theorem_num_seqs=2000, theorem_seq_len=32,
                            sharpening_lengths=(1, 2, 4, 8, 16, 32, 64, 128)),
-        # The paper's finetuning (wei2021.md sections 4.4, 4.6-4.9): 20 seeds, 5000/500/1000 x 128 tokens,
+        # The paper's finetuning (the authors' src/run_finetune_seed.sh and scripts/exp1_*): 20 seeds, 5000/500/1000 x 128 tokens,
         # lr 0.01, 100 epochs of batch 128 (~4000 steps), 20 prompt vectors, max_seq_length 80.
         tuning=_tuning((4, 8, 10, 12, 15, 25, 30), 20, (5000, 500, 1000), 128, steps=4000, batch=128, lr=1e-2,
                        prompt_len_ideal=1, t_states=(4, 8, 10, 12, 15, 25, 30), t_seeds=5,

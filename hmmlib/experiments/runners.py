@@ -55,14 +55,15 @@ def pretraining_sweep(preset: Preset, objective: str = "mlm", *, num_states: tup
 
 
 # --------------------------------------------------------------------------- tuning sweeps (chapters 3-4)
-#: The paper's Fig. B1 (wei2021.md section 4.10): mean test accuracy over 20 seeds of the trained
+#: The paper's Fig. B1 (``figures/vanillahmm_prompt_vs_head.pdf`` of ``sangmichaelxie/pretraining_analysis``, read
+#: off the plot): mean test accuracy over 20 seeds of the trained
 #: BERT with head tuning and prompt tuning, by number of hidden states (10 symbols).
 PAPER_FIG_B1: dict[str, dict[int, float]] = {
     "head": {4: 1.000, 8: 0.925, 10: 0.885, 12: 0.653, 15: 0.711, 25: 0.625, 30: 0.675},
     "prompt": {4: 1.000, 8: 1.000, 10: 0.976, 12: 0.986, 15: 0.938, 25: 0.693, 30: 0.762},
 }
 
-#: The paper's figure set A (wei2021.md section 4.10, ``prompt_vs_head_tuning.pdf``, percent scale, no
+#: The paper's figure set A (``figures/prompt_vs_head_tuning.pdf`` of the same repository, percent scale, no
 #: 12-state point). Which of sets A and B belongs to which arXiv version is not known; they differ a lot
 #: (head tuning at 4 states: 0.94 in A, 1.00 in B), so chapters that compare with the paper show both.
 PAPER_FIG_A1: dict[str, dict[int, float]] = {

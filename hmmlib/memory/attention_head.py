@@ -1,4 +1,5 @@
-r"""The single-query attention head of the memory experiments (digest section 4.8), and its tuner.
+r"""The single-query attention head of the memory experiments (``SingleQueryAttention`` in the authors' BERT,
+``transformers/src/transformers/models/bert/modeling_bert.py`` of ``p-lambda/incontext-learning``), and its tuner.
 
 The head reads a *sequence* of distributions over symbols :math:`g_1, \dots, g_T` (one per
 position) and outputs class logits:

@@ -1,4 +1,4 @@
-r"""The memory-augmented HMM (Wei, Xie & Ma 2021, digest section 3): a latent memory read again and again.
+r"""The memory-augmented HMM (Wei, Xie & Ma 2021): a latent memory read again and again.
 
 A sequence is generated as follows (the book's definition, chapter 5):
 
@@ -282,7 +282,7 @@ def paper_memory_hmm(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> MemoryHMM:
-    r"""The paper's memory experiment (digest section 3.4): one cell, ``num_syntax`` syntax states.
+    r"""The paper's memory experiment (the authors' ``src/generate_data_memory.py``): one cell, ``num_syntax`` syntax states.
 
     * reader: ``pi`` and the ``num_syntax x num_syntax`` block ``A`` are those of
       :func:`hmmlib.paper_hmm` ``(num_syntax, num_perms = num_syntax * num_values)``: a mixture of

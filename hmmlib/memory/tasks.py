@@ -1,4 +1,4 @@
-r"""Downstream tasks on the memory of a :class:`~hmmlib.memory.MemoryHMM` (digest sections 3.2 and 3.4).
+r"""Downstream tasks on the memory of a :class:`~hmmlib.memory.MemoryHMM` (as in the authors' ``src/generate_data_memory.py``).
 
 An example is a sequence :math:`x = x_{0:T-1}` of the memory HMM; its label is a linear threshold of
 the posterior of one cell :math:`j^\star` (``cell``):
