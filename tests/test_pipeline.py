@@ -235,7 +235,7 @@ def test_dry_run_prints_the_plan_and_an_estimate(reference, capsys):
     assert est.pretrainings == 4 and est.done == 0 and est.seconds > 4 * get_preset("ci").pretrain.train.num_steps * 0.01
 
 
-def test_records_at_fills_missing_jobs_without_touching_the_committed_file(reference, tmp_path):
+def test_records_at_fills_missing_jobs_without_touching_the_committed_file(reference, tmp_path, monkeypatch):
     from hmmlib.experiments.reproduction import records_at
 
     base, _ = reference
@@ -245,6 +245,12 @@ def test_records_at_fills_missing_jobs_without_touching_the_committed_file(refer
     for r in full[: len(full) // 2]:  # a partial set, as if a run had been stopped
         append_record(path, r)
     before = path.read_bytes()
+    # a grid larger than ci is not run unasked: the error names the file and the command that makes it
+    monkeypatch.delenv("HMMBOOK_RUN_MISSING", raising=False)
+    with pytest.raises(ValueError, match=r"job\(s\) of fig-b1 at the 'tiny' preset have no record.*reproduce fig-b1"):
+        records_at("fig-b1", PRESET, tmp_path, grid=GRID)
+    assert path.read_bytes() == before
+    monkeypatch.setenv("HMMBOOK_RUN_MISSING", "1")
     got = records_at("fig-b1", PRESET, tmp_path, grid=GRID)
     assert path.read_bytes() == before
     assert [stable_view(r) for r in got] == [stable_view(r) for r in full]

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 from .jobs import Job, Unit, all_figures, plan, run_unit, units, usable_device
+from .locate import default_results
 from .presets import Preset
 from .records import (GIT_STATE_ENV, append_record, compact, config_digest, git_state, load_records, locked,
                       replace_records)
@@ -46,7 +47,7 @@ from .repro_presets import ReproGrid, resolve_preset
 __all__ = ["results_path", "status", "describe_plan", "measure_step_times", "run", "estimate", "Estimate", "DEFAULT_RESULTS",
            "verify", "Mismatch", "compare_records", "select_for_verify", "format_mismatches", "dirty_refusal"]
 
-DEFAULT_RESULTS = __import__("hmmlib.experiments.locate", fromlist=["default_results"]).default_results()
+DEFAULT_RESULTS = default_results()
 
 
 def results_path(results: str | os.PathLike, preset: str, figure: str) -> Path:

@@ -84,12 +84,14 @@ def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS
                progress: bool | None = False) -> list[dict]:
     """Every record of ``figure``'s grid at ``preset`` (a name or a :class:`Preset`): the committed ones,
     and any job they lack run now in this process (into a temporary copy: the committed files are not
-    changed). With the ``ci`` and ``default`` records committed this reads files; a preset with none
-    runs its whole grid."""
+    changed). With the ``ci`` and ``default`` records committed this reads files. Missing jobs run only at
+    the ``ci`` preset or when asked (``$HMMBOOK_RUN_MISSING=1``); otherwise a ``ValueError`` names the file and
+    the command that makes it (:func:`~hmmlib.experiments.locate.check_may_run`)."""
     import shutil
     import tempfile
 
     from .jobs import plan
+    from .locate import check_may_run
     from .pipeline import run
     from .repro_presets import resolve_preset
 
@@ -99,6 +101,7 @@ def records_at(figure: str, preset, results: str | os.PathLike = DEFAULT_RESULTS
     have = [r for r in load_records(path) if r["id"] in ids] if Path(path).exists() else []
     if {r["id"] for r in have} >= ids:
         return sorted(have, key=lambda r: r["id"])
+    check_may_run(figure, p.name, len(ids - {r["id"] for r in have}), path)
     with tempfile.TemporaryDirectory() as tmp:
         copy = results_path(tmp, p.name, figure)
         copy.parent.mkdir(parents=True, exist_ok=True)
