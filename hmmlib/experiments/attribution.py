@@ -5,7 +5,8 @@ Every job is one (arm, size, seed, method) cell; a method is named ``<arm>.<meth
 arm is a config change of the preset's Fig. B1 cell and nothing else:
 
 * ``base``: the preset's own pretrained model (the ``fig-b1`` model, bit for bit); ``base.head`` (the
-  converged head, as ``fig-b1``'s ``head``) and ``base.prompt_paper``: the paper's prompt protocol
+  converged head, as ``fig-b1``'s ``head``), ``base.prompt`` (the book's prompt cut as on the weaker
+  arms, below) and ``base.prompt_paper``: the paper's prompt protocol
   (Wei et al. 2021, Appendix on experimental details; the authors' ``src/run_finetune_seed.sh`` and
   their ``SoftEmbedding``): :data:`AttrGrid.paper_prompt_len` vectors initialised from embedding rows,
   a *fresh* head trained jointly, AdamW at lr 0.01 with linear warmup (an eighth of the steps, as the
@@ -107,7 +108,7 @@ def arm_of(method: str) -> tuple[str, str]:
 
 
 def _methods(g: AttrGrid) -> tuple[str, ...]:
-    ms = ["base.head", "base.prompt_paper"]
+    ms = ["base.head", "base.prompt", "base.prompt_paper"]
     ms += [f"{a}.{m}" for a in TRAINED_ARMS[1:] for m in ("head", "prompt")]
     ms += [f"ideal_n{n}.{m}" for n in g.ctx_lengths for m in ("head", "prompt")]
     return tuple(ms)
