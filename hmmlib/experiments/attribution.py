@@ -261,3 +261,59 @@ def m_ref_len(preset: Preset, head_pos: int | None) -> int:
 register_figure(FIGURE, FigureSpec(plan=attr_plan, run=_attr_unit, metrics=ACCURACY_METRICS,
                                    description="attribution: weak-model stand-ins, weaker pretraining, the paper's "
                                                "prompt protocol, a larger model"))
+
+
+# --------------------------------------------------------------------------- reading the records
+#: (label, method, reference method) per row of the attribution: each effect is a paired per-seed
+#: difference ``method - reference`` on the same HMM and task. ``b1:`` names a ``fig-b1`` method;
+#: ``floor:`` the converged head with its penalty floored at 1e-8 (read from the penalty path).
+HEAD_EFFECTS = (("paper's optimiser for the head", "b1:head_paper", "b1:head"),
+                ("penalty floored at 1e-8", "floor:b1:head", "b1:head"),
+                ("a quarter of the pretraining steps", "steps.head", "base.head"),
+                ("5% masking (same reduced budget)", "mask5.head", "steps.head"),
+                ("long blocks read at 64 (same reduced budget)", "long.head", "steps.head"),
+                ("larger model (same reduced budget)", "big.head", "steps.head"),
+                ("5% masking and a quarter of the steps", "mask5.head", "base.head"))
+PROMPT_EFFECTS = (("the paper's prompt protocol (cut)", "base.prompt_paper", "b1:prompt"),
+                  ("the book's prompt cut to 1 restart", "base.prompt", "b1:prompt"),
+                  ("a quarter of the pretraining steps", "steps.prompt", "base.prompt"),
+                  ("5% masking (same reduced budget)", "mask5.prompt", "steps.prompt"),
+                  ("long blocks read at 64 (same reduced budget)", "long.prompt", "steps.prompt"),
+                  ("larger model (same reduced budget)", "big.prompt", "steps.prompt"),
+                  ("5% masking and a quarter of the steps", "mask5.prompt", "base.prompt"))
+
+
+def _floored(rec: dict, floor: float = 1e-8) -> float:
+    e = rec["metrics"]["extra"]
+    val = {k: v for k, v in e["val_by_l2"].items() if float(k) >= floor}
+    return e["test_by_l2"][max(val, key=lambda k: (val[k], float(k)))]
+
+
+def accuracy_by_seed(attr: list[dict], b1: list[dict]) -> dict[tuple[str, int], dict[int, float]]:
+    """``{(name, K): {seed: test accuracy}}`` for every fig-attr method and ``b1:<method>`` /
+    ``floor:b1:head`` of the fig-b1 records (at the sizes and seeds fig-attr has)."""
+    out: dict[tuple[str, int], dict[int, float]] = {}
+    have = {(r["num_states"], r["seed"]) for r in attr}
+    for r in attr:
+        out.setdefault((r["method"], r["num_states"]), {})[r["seed"]] = r["metrics"]["test_accuracy"]
+    for r in b1:
+        key = (r["num_states"], r["seed"])
+        if key not in have:
+            continue
+        out.setdefault(("b1:" + r["method"], key[0]), {})[key[1]] = r["metrics"]["test_accuracy"]
+        if r["method"] == "head" and {"val_by_l2", "test_by_l2"} <= set(r["metrics"]["extra"]):
+            out.setdefault(("floor:b1:head", key[0]), {})[key[1]] = _floored(r)
+    return out
+
+
+def effect_samples(acc: dict, method: str, reference: str, sizes) -> dict[int, "np.ndarray"]:
+    """Per size, the per-seed paired differences ``method - reference`` (seeds with both)."""
+    import numpy as np
+
+    out = {}
+    for K in sizes:
+        a, b = acc.get((method, K), {}), acc.get((reference, K), {})
+        seeds = sorted(set(a) & set(b))
+        if seeds:
+            out[K] = np.array([a[s] - b[s] for s in seeds])
+    return out

@@ -80,7 +80,10 @@ class Summary:
 
 
 def load(preset: str, figure: str, results: str | os.PathLike = DEFAULT_RESULTS) -> list[dict]:
-    """The records of ``figure`` (``fig-b1``, ``fig-b3`` or ``ideal``) at ``preset``."""
+    """The records of ``figure`` (``fig-b1``, ``fig-b3``, ``ideal`` or a registered figure such as ``fig-attr``) at ``preset``."""
+    from .jobs import figure_specs
+
+    figure_specs()  # registers the figures defined in their own modules (their records' metrics)
     path = results_path(results, preset, figure)
     if not Path(path).exists():
         raise ValueError(f"no records at {path}; run python -m hmmlib.experiments.reproduce {figure} --preset {preset}.")
@@ -245,8 +248,8 @@ def bootstrap_interval(samples: dict, stat, *, n_boot: int = 4000, seed: int = 0
                        level: float = 0.95) -> tuple[float, float, float]:
     r"""``(estimate, low, high)``: ``stat(samples)`` and its seed-bootstrap percentile interval.
 
-    ``samples`` maps a key (a size) to a 1-d array of per-seed values (or per-seed paired differences);
-    each replicate resamples every key's seeds with replacement, independently across keys, and
+    ``samples`` maps a key (a size) to an array of per-seed values (or per-seed paired differences), one
+    row per seed (a 2-d array keeps several values of one seed together); each replicate resamples every key's seeds with replacement, independently across keys, and
     evaluates ``stat`` on the resampled dict. ``n_boot`` replicates from ``numpy.random.default_rng(seed)``."""
     if not samples or any(np.asarray(v).size == 0 for v in samples.values()):
         raise ValueError("bootstrap_interval needs at least one value for every key of samples.")
@@ -256,7 +259,7 @@ def bootstrap_interval(samples: dict, stat, *, n_boot: int = 4000, seed: int = 0
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     for b in range(n_boot):
-        reps[b] = stat({k: a[rng.integers(0, a.size, a.size)] for k, a in arrs.items()})
+        reps[b] = stat({k: a[rng.integers(0, len(a), len(a))] for k, a in arrs.items()})
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return float(stat(arrs)), float(lo), float(hi)
 
