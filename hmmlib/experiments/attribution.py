@@ -91,7 +91,7 @@ ATTR_GRIDS: dict[str, AttrGrid] = {
                    paper_prompt_steps=40, paper_prompt_len=8, long_factor=2, big_width=96),
     "default": AttrGrid(sizes=(10, 12, 25), seeds=2, ctx_lengths=_CTX, reduced_divisor=4, prompt_steps=150,
                         paper_prompt_steps=200),
-    # estimated from measured step times: about 310 CPU s per (size, seed), 20 of them: about 105 CPU minutes
+    # measured: about 200 CPU s per (size, seed) on one core of the 2-core development machine; 20 of them: 67 CPU minutes
     "repro": AttrGrid(sizes=(10, 12, 15, 25), seeds=5, ctx_lengths=_CTX, reduced_divisor=4, prompt_steps=150,
                       paper_prompt_steps=200),
     "paper": AttrGrid(sizes=(10, 12, 15, 25, 30), seeds=10, ctx_lengths=_CTX, reduced_divisor=4, prompt_steps=4000,
