@@ -1,10 +1,15 @@
 r"""Reading the pipeline's records for chapter 6: per-size summaries over seeds, paired differences,
-and the paper's numbers (digest section 4.10, decoded from the official figure files).
+and the paper's numbers (Wei, Xie & Ma 2021, Figs. B1-B3 and the earlier set A; read from the figure
+files of the authors' repository ``sangmichaelxie/pretraining_analysis``, ``figures/``).
 
 Intervals over seeds are Student-t 95% intervals of the mean, :math:`\bar a \pm t_{0.975,n-1}\,s/\sqrt n`
-(``None`` for one seed). Paired comparisons use the exact sign-flip (permutation) test of the mean
-paired difference over seeds, which assumes only that, under the null hypothesis, each seed's
-difference is as likely to be positive as negative.
+(``None`` for one seed), or seed-bootstrap percentile intervals (:func:`bootstrap_interval`). Paired
+comparisons over seeds use the exact sign-flip (permutation) test of the mean paired difference, which
+assumes only that, under the null hypothesis, each seed's difference is as likely to be positive as
+negative. Two heads on one test set are compared by McNemar's exact test; the records keep accuracies,
+not per-example predictions, so :func:`mcnemar_bound` gives the largest p-value any per-example
+agreement consistent with the two accuracies allows (a conservative test). :func:`holm` corrects a
+family of p-values (Holm's step-down method).
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ from .runners import PAPER_FIG_B1
 from .records import load_records
 
 __all__ = ["PAPER_B1", "PAPER_B1_BAND", "PAPER_A1", "PAPER_B2", "PAPER_B3", "PAPER_A2", "Summary", "load",
-           "records_at", "record_sources", "best_committed", "tuning_rows", "accuracy_table", "summarize", "paired", "Paired", "sign_flip_pvalue", "t_quantile"]
+           "records_at", "record_sources", "best_committed", "tuning_rows", "accuracy_table", "summarize", "paired", "Paired",
+           "sign_flip_pvalue", "t_quantile", "bootstrap_interval", "mcnemar_bound", "holm"]
 
 #: Fig. B1 means (set B, 20 seeds per the runner): method -> {num_states: test accuracy} (one copy, in runners).
 PAPER_B1 = PAPER_FIG_B1
-#: Fig. B1 band half-widths (their definition is not recoverable from the figure file).
+#: Fig. B1 band half-widths (their definition is not recoverable from the figure file: the band exceeds 1
+#: at some sizes, so it is the mean plus or minus a multiple of a standard deviation or error).
 PAPER_B1_BAND: dict[str, dict[int, float]] = {
     "prompt": {4: 0.0, 8: 0.0, 10: 0.032, 12: 0.008, 15: 0.014, 25: 0.049, 30: 0.078},
     "head": {4: 0.0, 8: 0.014, 10: 0.073, 12: 0.048, 15: 0.072, 25: 0.063, 30: 0.109},
@@ -73,7 +80,10 @@ class Summary:
 
 
 def load(preset: str, figure: str, results: str | os.PathLike = DEFAULT_RESULTS) -> list[dict]:
-    """The records of ``figure`` (``fig-b1``, ``fig-b3`` or ``ideal``) at ``preset``."""
+    """The records of ``figure`` (``fig-b1``, ``fig-b3``, ``ideal`` or a registered figure such as ``fig-attr``) at ``preset``."""
+    from .jobs import figure_specs
+
+    figure_specs()  # registers the figures defined in their own modules (their records' metrics)
     path = results_path(results, preset, figure)
     if not Path(path).exists():
         raise ValueError(f"no records at {path}; run python -m hmmlib.experiments.reproduce {figure} --preset {preset}.")
@@ -235,3 +245,72 @@ def paired(records: list[dict], a: str, b: str) -> dict[int, Paired]:
             low = high = None
         out[K] = Paired(float(d.mean()), float(np.median(d)), low, high, sign_flip_pvalue(d), n, tuple(map(float, d)))
     return out
+
+
+def bootstrap_interval(samples: dict, stat, *, n_boot: int = 4000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float, float]:
+    r"""``(estimate, low, high)``: ``stat(samples)`` and its seed-bootstrap percentile interval.
+
+    ``samples`` maps a key (a size) to an array of per-seed values (or per-seed paired differences), one
+    row per seed (a 2-d array keeps several values of one seed together); each replicate resamples every key's seeds with replacement, independently across keys, and
+    evaluates ``stat`` on the resampled dict. ``n_boot`` replicates from ``numpy.random.default_rng(seed)``."""
+    if not samples or any(np.asarray(v).size == 0 for v in samples.values()):
+        raise ValueError("bootstrap_interval needs at least one value for every key of samples.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1); got {level!r}.")
+    arrs = {k: np.asarray(v, dtype=np.float64) for k, v in samples.items()}
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        reps[b] = stat({k: a[rng.integers(0, len(a), len(a))] for k, a in arrs.items()})
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return float(stat(arrs)), float(lo), float(hi)
+
+
+def _binom_two_sided(m: int, k: int) -> float:
+    """Exact two-sided p-value of ``min(b, c) = k`` among ``m`` discordant pairs, ``Bin(m, 1/2)``."""
+    from scipy.stats import binom
+
+    if m == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(k, m, 0.5)))
+
+
+def mcnemar_bound(acc_a: float, acc_b: float, n: int) -> float:
+    r"""The largest exact two-sided McNemar p-value compatible with accuracies ``acc_a`` and ``acc_b`` of
+    two classifiers on the same ``n`` test examples.
+
+    With :math:`b` examples right for a only and :math:`c` right for b only, :math:`b - c = n(a - b)` is
+    known from the accuracies but :math:`b + c` is not; it can be at most
+    :math:`\min(2\min(n_a, n - n_b) - d,\ 2\min(n - n_a, n_b) + d)`. The exact test's p-value grows
+    with :math:`b + c` at fixed :math:`d`, so the maximum over every feasible :math:`b + c` is a valid
+    (conservative) p-value: a difference it calls significant is significant whatever the per-example
+    agreement was."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}.")
+    na, nb = round(acc_a * n), round(acc_b * n)
+    if not (0 <= na <= n and 0 <= nb <= n):
+        raise ValueError(f"accuracies must be in [0, 1]; got {acc_a!r}, {acc_b!r}.")
+    d = na - nb
+    top = min(2 * min(na, n - nb) - d, 2 * min(n - na, nb) + d)
+    best = 0.0
+    for m in range(abs(d), top + 1, 2):
+        best = max(best, _binom_two_sided(m, (m - abs(d)) // 2))
+    return best
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as ``pvalues``): reject where ``adjusted < alpha``
+    controls the family-wise error rate at ``alpha``."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.size == 0:
+        return []
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1].")
+    order = np.argsort(p, kind="stable")
+    adj = np.empty_like(p)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (p.size - i) * p[j]))
+        adj[j] = running
+    return adj.tolist()
