@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-__all__ = ["ALPHA", "MIN_SEEDS", "EQUIV_FRACTION", "Test", "Claim", "paired_test", "equivalence_test", "holm",
+__all__ = ["PAPER", "summary", "table", "ALPHA", "MIN_SEEDS", "EQUIV_FRACTION", "Test", "Claim", "paired_test", "equivalence_test", "holm",
            "by_seed", "claims", "verdict_of"]
 
 ALPHA = 0.05
@@ -261,3 +261,42 @@ def claims(recs: dict[str, list[dict]], paper: dict[str, str] | None = None) -> 
     for c in out:
         c.verdict = verdict_of([t.reject for t in c.tests], c.n)
     return out
+
+
+#: The papers' numbers beside each claim (Li & Liang 2021, ACL version; Lester et al. 2021; Liu et al. 2022).
+PAPER: dict[str, str] = {
+    "R1": "Li & Liang Table 5 (E2E BLEU): prefix 70.3; embedding-only 48.1 (1), 62.2 (10), 61.9 (20)",
+    "R1b": "",
+    "R2": "Li & Liang §4.2/§7.2: discrete prompt < embedding-only < prefix (no number)",
+    "R3": "Li & Liang §4.3 and fn. 3: direct P 'unstable', slightly worse, 'very sensitive to initialisation'",
+    "R4": "Li & Liang §7.4, Fig. 5 (100 E2E examples): real words > random, relevant slightly > irrelevant; "
+          "no effect with full data",
+    "R5": "Li & Liang §6.3, Fig. 3: prefix +2.9 BLEU over fine-tuning in low data (text init), gap narrows",
+    "R6": "Li & Liang Fig. 4: best length 10 (table-to-text), 200 (summarisation); longer prefixes dip",
+    "R7": "Li & Liang Table 5 (E2E BLEU): prefix 70.3; infix 67.9 (1), 67.2 (10), 66.7 (20)",
+    "R8": "Li & Liang Table 2 (WebNLG BLEU): unseen prefix 45.3 vs fine-tuning 26.7; seen 62.9 vs 64.7",
+    "R9": "Lester et al. Fig. 1 (SuperGLUE): the prompt-to-model-tuning gap closes with size, matched at 11B",
+    "R10": "Liu et al. (P-Tuning v2) depth ablation: prefixes on the top layers ~ all layers > bottom layers",
+    "R11": "Lester et al. Fig. 3b: class-label (text) init > sampled vocabulary > random uniform at small sizes",
+}
+
+
+def summary(records: list[dict], method: str, value: Callable[[dict], float] | str = "test_kl") -> tuple[float, float, int]:
+    """Mean, 95% t half-width (nan below 2 seeds) and number of seeds of ``value`` for ``method``."""
+    v = np.array(list(by_seed(records, method, value).values()))
+    m, lo, hi = _ci(v)
+    return m, (hi - m) if v.size > 1 else math.nan, int(v.size)
+
+
+def table(cl: list[Claim], preset: str) -> str:
+    """The closing table (markdown): each test's mean difference, 95% t-interval, seeds, one-sided and
+    Holm-adjusted p, and each claim's verdict, paper number and the preset of its records."""
+    rows = ["| claim | paper | test (difference in KL nats/token) | seeds | mean [95% t-interval] | p | Holm p | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cl:
+        for i, t in enumerate(c.tests):
+            kind = " (TOST, margin ±%.4f)" % t.margin if t.kind == "equivalent" else ""
+            rows.append(f"| {c.key if i == 0 else ''} | {c.paper if i == 0 else ''} | {t.name}{kind} | {t.n} | "
+                        f"{t.mean:+.4f} [{t.low:+.4f}, {t.high:+.4f}] | {t.p:.3g} | {t.p_holm:.3g} | "
+                        f"{(c.verdict + ' (' + preset + ')') if i == 0 else ''} |")
+    return "\n".join(rows)
