@@ -379,10 +379,18 @@ def batch_prefixes(prefixes: Sequence[Sequence[KV]]) -> list[KV]:
 
 # --------------------------------------------------------------------------- training and evaluation
 def fit(tuner: CausalTuner, train: GenerationData, settings: TrainSettings, *, log_every: int = 50,
-        finish: bool = True) -> list[dict[str, float]]:
+        finish: bool = True, val: GenerationData | None = None, eval_every: int | None = None) -> list[dict[str, float]]:
     """Minimise the mean NLL of ``y`` over minibatches; returns ``[{step, train_loss, grad_norm}]``
-    (``grad_norm``: the largest pre-clipping norm since the last entry). Checks the lengths first."""
+    (``grad_norm``: the largest pre-clipping norm since the last entry). Checks the lengths first.
+
+    With ``val``: every ``eval_every`` steps (and at the last) the KL to the truth on ``val`` is logged
+    (``val_kl``) and the trainable parameters with the lowest one are restored at the end (early
+    stopping on validation data); that entry carries ``best: True``."""
     tuner.check_data(train)
+    if val is not None:
+        tuner.check_data(val)
+        eval_every = eval_every or log_every
+        check.positive_int("eval_every", eval_every)
     params = tuner.trainable_parameters()
     if not params:
         raise ValueError("the tuner has no trainable parameters (was it already finished?).")
@@ -390,6 +398,7 @@ def fit(tuner: CausalTuner, train: GenerationData, settings: TrainSettings, *, l
     sched = lr_scheduler(opt, settings.num_steps, settings.warmup_steps)
     g = torch.Generator().manual_seed(settings.seed)
     n, hist, run, cnt, gmax = len(train), [], 0.0, 0, 0.0
+    best: tuple[float, list[torch.Tensor] | None, int] = (math.inf, None, -1)
     tuner.train()
     for step in range(settings.num_steps):
         idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=g)
@@ -401,9 +410,21 @@ def fit(tuner: CausalTuner, train: GenerationData, settings: TrainSettings, *, l
         opt.step()
         sched.step()
         run, cnt, gmax = run + loss.item(), cnt + 1, max(gmax, gn.item())
-        if (step + 1) % log_every == 0 or step + 1 == settings.num_steps:
+        last = step + 1 == settings.num_steps
+        do_val = val is not None and ((step + 1) % eval_every == 0 or last)
+        if (step + 1) % log_every == 0 or last or do_val:
             hist.append({"step": step + 1, "train_loss": run / cnt, "grad_norm": gmax})
             run, cnt, gmax = 0.0, 0, 0.0
+            if do_val:
+                kl = score(logits_on(tuner, val), val)["kl"]
+                hist[-1]["val_kl"] = kl
+                if kl < best[0]:
+                    best = (kl, [p.detach().clone() for p in params], len(hist) - 1)
+    if best[1] is not None:
+        with torch.no_grad():
+            for p, b in zip(params, best[1]):
+                p.copy_(b)
+        hist[best[2]]["best"] = True
     tuner.eval()
     if finish:
         tuner.finish()

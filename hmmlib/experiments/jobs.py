@@ -109,7 +109,7 @@ class FigureSpec:
 _SPECS: dict[str, FigureSpec] = {}
 
 #: Modules that define figures with :func:`register_figure` (imported on first use).
-FIGURE_MODULES: tuple[str, ...] = ("hmmlib.experiments.attribution",)
+FIGURE_MODULES: tuple[str, ...] = ("hmmlib.experiments.attribution", "hmmlib.experiments.prefix_jobs")
 
 
 def register_figure(name: str, spec: FigureSpec) -> None:

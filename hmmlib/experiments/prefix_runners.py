@@ -3,7 +3,7 @@
 
 :func:`prefix_setup` builds the family, the tasks, the datasets and the (cached) pretrained model;
 :func:`run` trains one method with one seed and returns a flat record; the ``r*`` functions run the
-digest's claims (``shared/reference/prefix_tuning.md`` section 6.3) as lists of records, and
+paper's claims (Li & Liang 2021, sections 4.3 and 6-7) as lists of records, and
 :func:`summarize` turns records into means with 95% intervals over seeds.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .prefix_presets import PrefixSizes
 __all__ = ["PAPER", "PrefixSetup", "prefix_setup", "run", "summarize", "r1_prefix_vs_prompt", "r3_reparametrisation",
            "r4_initialisation", "r5_data_size", "r6_prefix_length", "r7_infix", "r8_extrapolation", "r10_layers", "settings_for", "step0_kl", "paired"]
 
-#: The paper's numbers beside each experiment (ACL version; digest sections 2.3-2.7).
+#: The paper's numbers beside each experiment (ACL version; Li & Liang Tables 2 and 5, Figs. 3-6).
 PAPER: dict[str, Any] = {
     "R1": {"PREFIX": 70.3, "EMB-1": 48.1, "EMB-10": 62.2, "EMB-20": 61.9, "metric": "E2E BLEU (Table 5)"},
     "R3": "direct optimisation of P 'unstable, slightly worse, very sensitive to initialisation' (sec. 4.3, fn. 3)",
