@@ -37,8 +37,9 @@ __all__ = ["TuneConfig", "HeadConfig", "FakeTokenPromptConfig", "PromptTuningCon
 PAPER_TUNING: dict[str, Any] = dict(lr=0.01, num_epochs=100, batch_size=128, weight_decay=0.0, warmup_steps=500,
                                     schedule="linear", grad_clip=1.0, seed=42)
 
-#: The paper's prompt protocol beyond :data:`PAPER_TUNING` (digest sections 4.7-4.9): 20 vectors initialised
-#: from the embedding rows of random symbols, a freshly initialised head, one run.
+#: The paper's prompt protocol beyond :data:`PAPER_TUNING` (the authors' code; the book's appendix
+#: ``book/papers.md``): 20 vectors initialised from the embedding rows of random symbols, a freshly
+#: initialised head, one run.
 PAPER_PROMPT: dict[str, Any] = dict(prompt_len=20, init="tokens", head_init="random", restarts=1)
 
 
