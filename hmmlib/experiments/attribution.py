@@ -35,15 +35,14 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..adapt.api import tune_and_evaluate
-from ..adapt.configs import PromptTuningConfig
-from ..adapt.restarts import converged_head, frozen_features, prompt_from_converged_head
+from ..adapt.api import make_tuner, tune_and_evaluate
+from ..adapt.configs import HeadConfig, PromptTuningConfig
 from ..adapt.tasks import TaskDataset, paper_task_and_splits, sub_seed
 from ..hmm.generators import paper_hmm
 from ..hmm.inference import posterior_h0
 from ..lm.cache import pretrained_model
 from ..lm.inputs import InputLayout
-from .jobs import NUM_SYMBOLS, FigureSpec, Job, Unit, _head_extra, _metrics, _prompt_extra, register_figure
+from .jobs import NUM_SYMBOLS, FigureSpec, Job, Unit, _metrics, _tune_job, register_figure
 from .presets import Preset
 from .records import ACCURACY_METRICS
 from .repro_presets import ReproGrid
@@ -148,7 +147,8 @@ def paper_prompt_config(g: AttrGrid, seed: int, max_positions: int) -> PromptTun
     n = g.paper_prompt_steps
     return PromptTuningConfig(lr=0.01, prompt_len=g.paper_prompt_len, init="tokens", num_steps=n, batch_size=128,
                               warmup_steps=n // 8, schedule="linear", weight_decay=0.0, grad_clip=1.0,
-                              max_positions=max_positions, seed=seed, log_every=10**9)
+                              max_positions=max_positions, seed=seed, log_every=10**9, head_init="random",
+                              restarts=1)
 
 
 def truncated_split(hmm, ds: TaskDataset, n: int) -> TaskDataset:
@@ -192,21 +192,16 @@ def _attr_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
             sp = {k: truncated_split(hmm, ds, n_eff) for k, ds in splits.items()}
             tv, tv_full = _tv(sp["test"].G, m_ref), _tv(sp["test"].G, test.G)
             extra = {"ctx_tokens": n_eff, "tv_full": tv_full}
-            ch = converged_head(hmm, sp)
             setup = (time.perf_counter() - t0, time.process_time() - c0)
             for meth in meths:
                 t0, c0 = time.perf_counter(), time.process_time()
                 cfg = dict(base_cfg, arm=arm, ctx_tokens=n_eff)
-                if meth == "head":
-                    met = _metrics(ch, trainable=ch["parameters"]["trainable"], total=ch["parameters"]["trainable"],
-                                   pos0_tv=tv, extra={**extra, **_head_extra(ch)})
-                else:
-                    tc = sz.tune_config("prompt", "ideal", seed=s)
+                if meth == "head":  # the converged head (its records carry its penalty path, not its config)
+                    met = _tune_job(hmm, sz.tune_config("head", "ideal", seed=s), sp, pos0_tv=tv, extra=extra)
+                else:  # one prompt run from the converged head
+                    tc = sz.tune_config("prompt", "ideal", seed=s, restarts=1)
                     cfg["tune"] = tc.to_dict()
-                    pr = prompt_from_converged_head(hmm, tc, sp, num_restarts=1, head=(ch["weight"], ch["bias"]))
-                    met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
-                                   pos0_tv=tv, extra={**extra, **_prompt_extra(pr),
-                                                      "head_test_accuracy": ch["test"]["accuracy"]})
+                    met = _tune_job(hmm, tc, sp, pos0_tv=tv, extra=extra)
                 dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 if meth == "head":
                     dt, dc = dt + setup[0], dc + setup[1]
@@ -218,28 +213,20 @@ def _attr_unit(unit: Unit, preset: Preset, grid: ReproGrid, cache, device):
         pre_s += time.perf_counter() - t0
         pre_cpu += time.process_time() - c0
         model = res.model
-        n_model = sum(p.numel() for p in model.parameters())
-        q = frozen_features(model, test, head_pos).double()
+        q = make_tuner(model, HeadConfig(max_positions=head_pos)).features(test).detach().cpu().double()
         n_tok = InputLayout(model.cfg, 0, head_pos).max_tokens
         ref = posterior_h0(hmm, test.x[:, :n_tok]) @ hmm.W.T
         extra = {"tv_full": _tv(q, test.G), "pretrain_steps": tcfg.num_steps}
         tv = _tv(q, ref)
-        ch = None
         for meth in meths:
             t0, c0 = time.perf_counter(), time.process_time()
             cfg = dict(base_cfg, arm=arm, model=mcfg.to_dict(), pretrain=tcfg.to_dict())
-            if meth in ("head", "prompt") and ch is None:
-                ch = converged_head(model, splits, max_positions=head_pos)
             if meth == "head":
-                met = _metrics(ch, trainable=ch["parameters"]["trainable"], total=n_model + ch["parameters"]["trainable"],
-                               pos0_tv=tv, extra={**extra, **_head_extra(ch)})
+                met = _tune_job(model, sz.tune_config("head", "transformer", seed=s), splits, pos0_tv=tv, extra=extra)
             elif meth == "prompt":
-                tc = sz.tune_config("prompt", "transformer", seed=s, num_steps=g.prompt_steps)
+                tc = sz.tune_config("prompt", "transformer", seed=s, num_steps=g.prompt_steps, restarts=1)
                 cfg["tune"] = tc.to_dict()
-                pr = prompt_from_converged_head(model, tc, splits, num_restarts=1, head=(ch["weight"], ch["bias"]))
-                met = _metrics(pr, trainable=pr["parameters"]["trainable"], total=pr["parameters"]["total"],
-                               pos0_tv=tv, extra={**extra, **_prompt_extra(pr),
-                                                  "head_test_accuracy": ch["test"]["accuracy"]})
+                met = _tune_job(model, tc, splits, pos0_tv=tv, extra=extra)
             elif meth == "prompt_paper":
                 tc = paper_prompt_config(g, s, head_pos)
                 cfg["tune"] = tc.to_dict()
