@@ -438,7 +438,7 @@ def test_evaluate_before_fit_measures_the_seeded_initial_head(task_splits):
     """U6, decided: evaluate before fit is allowed (chapter 5 evaluates hand-set theorem heads this way); it
     measures the head as it stands, the seeded initialisation, the same for the same config."""
     h, splits = task_splits
-    cfg = hmmlib.HeadConfig(num_steps=20, lr=0.1)
+    cfg = hmmlib.HeadConfig.adamw(num_steps=20, lr=0.1)
     a, b = hmmlib.make_tuner(h, cfg), hmmlib.make_tuner(h, cfg)
     before = a.evaluate(splits["test"])
     assert before == b.evaluate(splits["test"]) and a.history == []

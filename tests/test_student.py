@@ -51,7 +51,13 @@ def test_student_config_points_launch_buttons_at_the_student_branch(student):
     assert "branch: student-test" in cfg and "(student edition)" in cfg
     nb = json.loads((tmp / "notebooks" / "01_hmms.ipynb").read_text())
     first = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    assert "@student-test" in "".join(first["source"])
+    import install_cell
+
+    url, _ = install_cell.read_repository(tmp / "src" / "_config.yml")
+    # the student chapter's install cell is the one for the student branch (while the URL is the placeholder,
+    # that cell refuses to install; once it is set, it installs from ...@student-test)
+    assert "".join(first["source"]) == install_cell.cell_source(nb, url, "student-test")
+    assert "@student-test" in install_cell.cell_source(nb, "https://example.org/book", "student-test")
 
 
 def test_unbalanced_solutions_are_errors():

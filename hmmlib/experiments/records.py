@@ -1,7 +1,7 @@
 """Result records of the reproduction pipeline: one JSON line per finished job, checked against a schema.
 
 A record holds the metrics of one (figure, size, seed, method) cell, the full configs and seeds that
-produced it, a digest of them (``config_sha256``, :func:`config_digest`), and where and with what it
+produced it, a SHA-256 hash of them (``config_sha256``, :func:`config_digest`), and where and with what it
 ran (``versions``: the git commit and whether the work tree was clean, library versions, torch's thread
 count and CPU kernel level; ``device``: the device actually used). Files (``results/<preset>/<figure>.jsonl``)
 cannot lose or hide records:
