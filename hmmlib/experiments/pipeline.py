@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..display import progress_bar
 from .jobs import Job, Unit, all_figures, plan, run_unit, units, usable_device
 from .locate import default_results
 from .presets import Preset
@@ -92,11 +93,8 @@ def dirty_refusal(preset_name: str, results: str | os.PathLike) -> str | None:
 def _progress(total: int, enabled: bool | None):
     if enabled is None:
         enabled = sys.stderr.isatty()
-    if not enabled or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="jobs", unit="job", mininterval=1.0, smoothing=0.1)
+    return progress_bar(total, enabled=bool(enabled) and total > 0, desc="jobs", unit="job", mininterval=1.0,
+                        smoothing=0.1)
 
 
 def _worker_init(threads: int) -> None:

@@ -25,6 +25,7 @@ from .inputs import InputLayout
 from .optim import adamw, lr_scheduler
 from ..hmm.model import HMM
 from .. import _validate as check
+from ..display import progress_bar
 from ..hmm.inference import masked_conditional, masked_token_conditionals, next_token_conditionals
 from ..hmm.sampling import sample
 from .transformer import Transformer, TransformerConfig
@@ -353,11 +354,7 @@ def pretrain(
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="pretraining", mininterval=1.0, leave=True)
+    return progress_bar(total, enabled=enabled, initial=initial, desc="pretraining", mininterval=1.0, leave=True)
 
 
 #: The keys every checkpoint written by :func:`pretrain` holds (and :func:`load_pretrained` needs).
