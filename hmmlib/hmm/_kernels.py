@@ -127,13 +127,23 @@ class _Prepared:
         if self._e_steps is not None:
             return self._e_steps[t]
         if self.state_major:
-            return torch.index_select(self._W_ext_T, 1, self._x_steps[t], out=buf.T).T
+            return _gather_columns(self._W_ext_T, self._x_steps[t], out=buf.T).T
         return torch.index_select(self.W_ext, 0, self._x_steps[t], out=buf)
 
 
-def _prepare(hmm: HMM, tokens: torch.Tensor, was_1d: bool, missing: torch.Tensor | None = None) -> _Prepared:
+def _gather_columns(M: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``M[:, idx]`` for a contiguous (K, V) ``M`` and int64 ``idx`` (n,): a (K, n) copy of the same values.
+
+    ``torch.gather`` with the index broadcast over the rows, not ``index_select`` along dimension 1: for K = 10
+    and n = 256,000 the latter took 11 ms against 0.9 ms (one thread), and it was a third of a whole Viterbi call."""
+    return torch.gather(M, 1, idx.expand(M.shape[0], -1), out=out)
+
+
+def _prepare(hmm: HMM, tokens: torch.Tensor, was_1d: bool, missing: torch.Tensor | None = None,
+             emissions: bool = True) -> _Prepared:
     """Lay out validated ``tokens`` (int64 (B, T) on the HMM's device) and an optional boolean
-    ``missing`` mask of the same shape for the kernels below."""
+    ``missing`` mask of the same shape for the kernels below. ``emissions=False`` skips gathering the
+    emission factors up front (the Viterbi gathers their logarithms itself)."""
     if missing is not None:
         tokens = tokens.masked_fill(missing, hmm.num_symbols)
     W_ext = torch.cat([hmm.W, torch.ones_like(hmm.W[:1])], 0)
@@ -142,10 +152,10 @@ def _prepare(hmm: HMM, tokens: torch.Tensor, was_1d: bool, missing: torch.Tensor
     K = hmm.num_states
     state_major = K <= STATE_MAJOR_MAX_K
     e_all = None
-    if xT.numel() * K * hmm.W.element_size() <= PRECOMPUTE_BYTES:
+    if emissions and xT.numel() * K * hmm.W.element_size() <= PRECOMPUTE_BYTES:
         if state_major:  # e_all[t] is a (B, K) view of (K, B) memory
             e_all = _empty_large((K, T, B), hmm.dtype, hmm.device)
-            torch.index_select(W_ext.T.contiguous(), 1, xT.reshape(-1), out=e_all.view(K, T * B))
+            _gather_columns(W_ext.T.contiguous(), xT.reshape(-1), out=e_all.view(K, T * B))
             e_all = e_all.permute(1, 2, 0)
         else:
             e_all = _empty_large((T, B, K), hmm.dtype, hmm.device)
@@ -306,6 +316,8 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
         scores_buf = torch.empty(tile, K, K, dtype=dt, device=dev)
         m_buf = torch.empty(tile, K, dtype=dt, device=dev)
     back_buf = torch.empty(tile, K, dtype=dt, device=dev)
+    back_sm_buf = torch.empty(K, tile, dtype=dt, device=dev)
+    top_buf = torch.empty(tile, dtype=dt, device=dev)
     for b0 in range(0, B, tile):
         b1 = min(B, b0 + tile)
         n = b1 - b0
@@ -316,7 +328,7 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
             scores = scores_buf if n == tile else torch.empty(K, K, n, dtype=dt, device=dev)
             m = m_buf if n == tile else torch.empty(K, n, dtype=dt, device=dev)
             # d[t] (K, n) starts as the log emission factors of step t, all gathered in one go
-            d = torch.index_select(log_WT, 1, xs).view(K, T, n).unbind(1)
+            d = _gather_columns(log_WT, xs, out=_empty_large((K, T * n), dt, dev)).view(K, T, n).unbind(1)
             d[0].add_(log_pi)
             for t in range(1, T):
                 torch.add(log_A3, d[t - 1], out=scores)  # scores[h', h, b] = log A[h', h] + d[h, b]
@@ -327,7 +339,6 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
                     d[t].sub_(top)
                     offset += top
             last, state = d[T - 1].max(0)
-            d = [dd.T for dd in d]  # (n, K) views for the backtracking
         else:
             scores, m = scores_buf[:n], m_buf[:n]
             d = torch.index_select(log_W, 0, xs).view(T, n, K).unbind(0)
@@ -342,11 +353,17 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
                     offset += top[:, 0]
             last, state = d[T - 1].max(1)
         best[b0:b1] = offset.add_(last).to(dt) if T > VITERBI_RESCALE_EVERY else last
-        states = [state]
-        for t in range(T - 1, 0, -1):
-            torch.index_select(log_A, 0, state, out=back)  # back[b, h] = log A[state_b, h]
-            state = back.add_(d[t - 1]).argmax(1)
-            states.append(state)
-        states.reverse()
-        torch.stack(states, 1, out=paths[b0:b1])
+        path = torch.empty(T, n, dtype=torch.int64, device=dev)  # path[t] = the state at step t
+        path[T - 1] = state
+        if state_major:  # the sums laid out (K, n) as d[t], maximised along the batch-contiguous axis
+            sums, top = back_sm_buf[:, :n], top_buf[:n]
+            for t in range(T - 1, 0, -1):
+                torch.index_select(log_A, 0, path[t], out=back)  # back[b, h] = log A[path_t[b], h]
+                torch.add(back.T, d[t - 1], out=sums)
+                torch.max(sums, 0, out=(top, path[t - 1]))  # the first maximiser, as argmax
+        else:
+            for t in range(T - 1, 0, -1):
+                torch.index_select(log_A, 0, path[t], out=back)
+                torch.argmax(back.add_(d[t - 1]), 1, out=path[t - 1])
+        paths[b0:b1] = path.T
     return paths, best

@@ -104,13 +104,13 @@ def _check_missing(missing: Any, shape: tuple[int, int], device: torch.device) -
         raise ValueError(f"missing has shape {tuple(m.shape)}, which does not broadcast to the tokens' {shape}.") from None
 
 
-def _inputs(hmm: HMM, x: Any, missing: Any = None) -> _kernels._Prepared:
+def _inputs(hmm: HMM, x: Any, missing: Any = None, emissions: bool = True) -> _kernels._Prepared:
     """Check ``hmm``, the tokens and the mask, and lay them out for the kernels."""
     if not isinstance(hmm, HMM):
         raise ValueError(f"expected an HMM, got {type(hmm).__name__}.")
     tokens, was_1d = check_tokens(x, hmm.num_symbols, hmm.device)
     m = _check_missing(missing, tuple(tokens.shape), hmm.device)
-    return _kernels._prepare(hmm, tokens, was_1d, m)
+    return _kernels._prepare(hmm, tokens, was_1d, m, emissions)
 
 
 # --------------------------------------------------------------------------- forward and backward
@@ -259,6 +259,6 @@ def viterbi(hmm: HMM, x: Any, tile_bytes: int = 4 << 20) -> tuple[torch.Tensor, 
     Returns:
         ``(paths int64 (B, T), log_prob (B,))``.
     """
-    prep = _inputs(hmm, x)
+    prep = _inputs(hmm, x, emissions=False)
     paths, best = _kernels._viterbi_tiles(hmm, prep, tile_bytes)
     return _kernels._unbatch(paths, prep.was_1d), _kernels._unbatch(best, prep.was_1d)
