@@ -33,9 +33,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # jupyter-cache only notices changes to code cells: clear it whenever hmmlib (or the book's execution
-# settings in book/_ext) changes.
+# settings in book/_ext) changes, and Sphinx's saved environment too (otherwise Sphinx rereads only the
+# changed sources, so the notebooks would not be executed again with the new hmmlib).
 _build/.hmmlib-stamp: $(HMMLIB_SOURCES) book/_ext/hmmbook_site.py
-	rm -rf .jupyter_cache _build/student_src/.jupyter_cache
+	rm -rf .jupyter_cache _build/student_src/.jupyter_cache _build/.doctrees _build/student_src/_build/.doctrees
 	mkdir -p _build && touch $@
 
 ## Build the website (executes every chapter at the default preset) into _build/html/index.html.
