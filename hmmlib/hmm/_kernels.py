@@ -312,12 +312,12 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
         log_pi = log_pi.unsqueeze(1)
         scores_buf = torch.empty(K, K, tile, dtype=dt, device=dev)
         m_buf = torch.empty(K, tile, dtype=dt, device=dev)
+        sums_buf = torch.empty(K, tile, dtype=dt, device=dev)  # the backtracking's sums, laid out as d[t]
+        top_buf = torch.empty(tile, dtype=dt, device=dev)
     else:
         scores_buf = torch.empty(tile, K, K, dtype=dt, device=dev)
         m_buf = torch.empty(tile, K, dtype=dt, device=dev)
     back_buf = torch.empty(tile, K, dtype=dt, device=dev)
-    back_sm_buf = torch.empty(K, tile, dtype=dt, device=dev)
-    top_buf = torch.empty(tile, dtype=dt, device=dev)
     for b0 in range(0, B, tile):
         b1 = min(B, b0 + tile)
         n = b1 - b0
@@ -356,11 +356,11 @@ def _viterbi_loop(hmm: HMM, prep: _Prepared, tile_bytes: int) -> tuple[torch.Ten
         path = torch.empty(T, n, dtype=torch.int64, device=dev)  # path[t] = the state at step t
         path[T - 1] = state
         if state_major:  # the sums laid out (K, n) as d[t], maximised along the batch-contiguous axis
-            sums, top = back_sm_buf[:, :n], top_buf[:n]
+            sums, top_sum = sums_buf[:, :n], top_buf[:n]
             for t in range(T - 1, 0, -1):
                 torch.index_select(log_A, 0, path[t], out=back)  # back[b, h] = log A[path_t[b], h]
                 torch.add(back.T, d[t - 1], out=sums)
-                torch.max(sums, 0, out=(top, path[t - 1]))  # the first maximiser, as argmax
+                torch.max(sums, 0, out=(top_sum, path[t - 1]))  # the first maximiser, as argmax
         else:
             for t in range(T - 1, 0, -1):
                 torch.index_select(log_A, 0, path[t], out=back)

@@ -317,7 +317,7 @@ def pretrain(
         step_fn = torch.compile(model) if (train_cfg.compile and dev.type == "cuda") else model
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
         model.train()
-        bar = _progress_bar(end, result.step, progress)
+        bar = progress_bar(end, enabled=progress, initial=result.step, desc="pretraining", mininterval=1.0, leave=True)
         tokens_seen, t0 = 0, time.perf_counter()
         while result.step < end:
             tokens = data.batch()
@@ -351,10 +351,6 @@ def pretrain(
                 "rng": _rng_state(g), "step": result.step, "history": result.history,
             })
     return result
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    return progress_bar(total, enabled=enabled, initial=initial, desc="pretraining", mininterval=1.0, leave=True)
 
 
 #: The keys every checkpoint written by :func:`pretrain` holds (and :func:`load_pretrained` needs).
