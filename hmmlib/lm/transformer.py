@@ -125,7 +125,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, causal: bool, prefix: KV | None, want_kv: bool, select=None):
         """``select(y)`` picks the output rows that are needed (applied before the output projection)."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        # unbind on the (B, T, 3, H, d_head) view: its backward stacks the three gradients straight into the
+        # projection's layout (a permute first would need one more copy of them)
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, T, 3, self.num_heads, self.d_head).unbind(2))
         own = (k, v) if want_kv else None
         mask, is_causal = None, causal
         if prefix is not None and prefix[0].shape[2] > 0:
