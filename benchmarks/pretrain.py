@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +31,21 @@ import hmmlib
 from hmmlib.experiments.presets import get_preset
 from hmmlib.lm.pretrain import TrainConfig, make_optimizer, mask_tokens, mlm_loss
 from hmmlib.lm.transformer import Transformer, TransformerConfig
+
+class Size(NamedTuple):
+    """One row: the model, its batch and masking, and how it is timed (best of ``repeats`` runs of ``num_steps``)."""
+
+    label: str
+    d_model: int
+    num_layers: int
+    num_heads: int
+    seq_len: int
+    batch: int
+    masking: float
+    repeats: int
+    num_steps: int
+    warmup: int
+
 
 #: which profiled ops make up each kernel class of the breakdown (by their self time; the rest is "other")
 KERNELS = {"matmul": lambda op: op in {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"},
@@ -118,22 +134,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    # (label, d_model, layers, heads, seq_len, batch, masking, repeats, timed steps, warm-up steps): BERT-base takes
-    # ~15 s per step on the 2-core CPU, so it gets fewer steps (the whole run stays under 10 minutes there)
-    sizes = [("quick", 64, 2, 4, 64, 16, 0.15, 2, 5, 3)] if args.quick else [
-        *[(f"book {name}", p.model.d_model, p.model.num_layers, p.model.num_heads, p.train.seq_len, p.train.batch_size,
-           p.train.mlm_probability, 6, 20, 5) for name, p in ((n, get_preset(n).pretrain) for n in ("ci", "default"))],
-        ("", 96, 3, 4, 64, 64, 0.15, 6, 10, 3), ("", 256, 4, 4, 128, 32, 0.15, 3, 5, 3),
-        ("", 768, 12, 12, 512, 8, 0.15, 3, 2, 1) if device.type == "cpu" else ("", 768, 12, 12, 512, 8, 0.15, 3, 5, 3)]
+    # BERT-base takes ~13 s per step on the 2-core CPU, so it gets fewer steps there (the run stays under 10 minutes)
+    base_steps = (3, 2, 1) if device.type == "cpu" else (3, 5, 3)
+    book = [Size(f"book {name}", p.model.d_model, p.model.num_layers, p.model.num_heads, p.train.seq_len,
+                 p.train.batch_size, p.train.mlm_probability, 6, 20, 5)
+            for name, p in ((n, get_preset(n).pretrain) for n in ("ci", "default"))]
+    sizes = [Size("quick", 64, 2, 4, 64, 16, 0.15, 2, 5, 3)] if args.quick else [
+        *book, Size("", 96, 3, 4, 64, 64, 0.15, 6, 10, 3), Size("", 256, 4, 4, 128, 32, 0.15, 3, 5, 3),
+        Size("", 768, 12, 12, 512, 8, 0.15, *base_steps)]
     if args.only:
-        sizes = [size for size in sizes if str(size[1]) in args.only or ("book" in args.only and size[0].startswith("book"))]
+        sizes = [s for s in sizes if str(s.d_model) in args.only or ("book" in args.only and s in book)]
     peaks = [matmul_peak(device, torch.float32)]
     peak = peaks[0]
     print(f"device {device}, {args.threads} threads, torch {torch.__version__}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     print(f"{'model':>12} {'d_model':>7} {'layers':>6} {'heads':>5} {'seq':>4} {'batch':>5} {'mask':>4} | {'hmmlib tok/s':>12} "
-          f"{'HF BERT tok/s':>13} {'ratio':>6} | {'hmmlib %peak':>12} {'HF %peak':>9} | hmmlib time: {'matmul':>6} "
-          f"{'attn':>5} {'gelu':>5} {'other':>5} {'cap':>6}")
+          f"{'HF BERT tok/s':>13} {'ratio':>6} | {'hmmlib %peak':>12} {'HF %peak':>9} | hmmlib time in: "
+          + " ".join(f"{k:>9}" for k in (*KERNELS, "other")) + f" {'cap':>6}")
     t_start = time.perf_counter()
     for label, d, layers, heads, seq_len, batch, masking, repeats, num_steps, warmup in sizes:
         cfg = TransformerConfig(num_symbols=10, d_model=d, num_layers=layers, num_heads=heads, max_len=seq_len)
@@ -178,9 +195,9 @@ def main() -> None:
         cap = t_hf / (t_ours * sum(shares.values()))
         print(f"{label:>12} {d:>7} {layers:>6} {heads:>5} {seq_len:>4} {batch:>5} {masking:>4.2f} | {ntok / t_ours:>12,.0f} "
               f"{ntok / t_hf:>13,.0f} {t_hf / t_ours:>5.2f}x | {100 * flops / t_ours / peak:>11.1f}% "
-              f"{100 * flops / t_hf / peak:>8.1f}% |              "
-              + " ".join(f"{100 * shares[k]:>{w}.0f}%" for k, w in (("matmul", 5), ("attention", 4), ("gelu", 4)))
-              + f" {100 * (1 - sum(shares.values())):>4.0f}% {cap:>5.2f}x")
+              f"{100 * flops / t_hf / peak:>8.1f}% | {'':>15} "
+              + " ".join(f"{100 * share:>8.0f}%" for share in (*shares.values(), 1 - sum(shares.values())))
+              + f" {cap:>5.2f}x")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"float32 matmul peak measurements (GFLOP/s): {', '.join(f'{p / 1e9:.0f}' for p in peaks)}; %peak uses the "
           f"largest. Wall time {time.perf_counter() - t_start:.0f} s; load average at the end {load:.2f}")
